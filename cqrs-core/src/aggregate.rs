@@ -289,7 +289,11 @@ mod tests {
     use crate::testing::sample::{Inventory, InventoryEvent, SeatsAdded, SeatsReserved};
 
     fn added(qty: i32) -> InventoryEvent {
-        SeatsAdded { seat_type: 1, quantity: qty }.into()
+        SeatsAdded {
+            seat_type: 1,
+            quantity: qty,
+        }
+        .into()
     }
 
     #[test]
@@ -313,7 +317,10 @@ mod tests {
         assert!(err.to_string().contains("only 2"));
         assert!(root.pending().is_empty());
         root.execute(|inv| inv.reserve(7, 1, 2)).unwrap();
-        assert!(matches!(root.pending(), [InventoryEvent::SeatsReserved(SeatsReserved { quantity: 2, .. })]));
+        assert!(matches!(
+            root.pending(),
+            [InventoryEvent::SeatsReserved(SeatsReserved { quantity: 2, .. })]
+        ));
     }
 
     #[test]

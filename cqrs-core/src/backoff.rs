@@ -67,9 +67,15 @@ mod tests {
         };
         for _ in 0..100 {
             let d3 = b.delay(3);
-            assert!(d3 <= Duration::from_millis(400) && d3 >= Duration::from_millis(200), "{d3:?}");
+            assert!(
+                d3 <= Duration::from_millis(400) && d3 >= Duration::from_millis(200),
+                "{d3:?}"
+            );
             let d10 = b.delay(10);
-            assert!(d10 <= Duration::from_secs(1) && d10 >= Duration::from_millis(500), "{d10:?}");
+            assert!(
+                d10 <= Duration::from_secs(1) && d10 >= Duration::from_millis(500),
+                "{d10:?}"
+            );
         }
         assert_eq!(Backoff::none().delay(4), Duration::ZERO);
     }

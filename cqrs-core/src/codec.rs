@@ -38,10 +38,7 @@ impl Codec {
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, BoxError> {
         match self {
             Self::Json => Ok(serde_json::to_vec(value)?),
-            Self::Bincode => Ok(bincode::serde::encode_to_vec(
-                value,
-                bincode::config::standard(),
-            )?),
+            Self::Bincode => Ok(bincode::serde::encode_to_vec(value, bincode::config::standard())?),
         }
     }
 
@@ -53,8 +50,7 @@ impl Codec {
         match self {
             Self::Json => Ok(serde_json::from_slice(bytes)?),
             Self::Bincode => {
-                let (value, read) =
-                    bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+                let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
                 if read != bytes.len() {
                     return Err(format!("{} trailing bytes", bytes.len() - read).into());
                 }

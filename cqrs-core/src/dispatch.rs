@@ -62,7 +62,10 @@ where
     F: Fn(M, Metadata) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send,
 {
-    FnHandler { f, _message: PhantomData }
+    FnHandler {
+        f,
+        _message: PhantomData,
+    }
 }
 
 impl<C, F, Fut> CommandHandler<C> for FnHandler<F, C>
@@ -108,7 +111,11 @@ impl Hasher for KeyHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -256,7 +263,9 @@ impl fmt::Debug for CommandDispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.names().collect();
         names.sort_unstable();
-        f.debug_struct("CommandDispatcher").field("commands", &names).finish()
+        f.debug_struct("CommandDispatcher")
+            .field("commands", &names)
+            .finish()
     }
 }
 
@@ -321,7 +330,9 @@ impl EventDispatcher {
     pub fn subscribe<E: Message, H: EventHandler<E>>(&mut self, handler: H) -> Result<&mut Self> {
         let slot = match self.index.slot::<E>()? {
             Some(slot) => slot,
-            None => self.index.insert::<E>(Box::new(EventGroup::<E> { handlers: Vec::new() })),
+            None => self
+                .index
+                .insert::<E>(Box::new(EventGroup::<E> { handlers: Vec::new() })),
         };
         let group = self.index.entries[slot]
             .as_any_mut()
@@ -407,12 +418,16 @@ mod tests {
     #[tokio::test]
     async fn exactly_one_command_handler() {
         let mut d = CommandDispatcher::new();
-        d.register::<Ping, _>(handler_fn(|_: Ping, _| async { Ok(()) })).unwrap();
+        d.register::<Ping, _>(handler_fn(|_: Ping, _| async { Ok(()) }))
+            .unwrap();
         let again = d.register::<Ping, _>(handler_fn(|_: Ping, _| async { Ok(()) }));
         assert!(matches!(again, Err(Error::AlreadyRegistered(_))));
         let env = Envelope::command(Ping { id: Uuid::nil() });
         d.dispatch(&env).await.unwrap();
-        let raw = Envelope::from_parts(AnyMessage::raw(env.message.to_payload(Codec::Json).unwrap()), env.metadata.clone());
+        let raw = Envelope::from_parts(
+            AnyMessage::raw(env.message.to_payload(Codec::Json).unwrap()),
+            env.metadata.clone(),
+        );
         d.dispatch(&raw).await.unwrap();
         let unknown = Envelope::message(Pinged(1));
         assert!(matches!(d.dispatch(&unknown).await, Err(Error::NoHandler(n)) if n == "Pinged"));
@@ -427,20 +442,27 @@ mod tests {
             d.subscribe(handler_fn(move |e: Pinged, md: Metadata| {
                 let seen = Arc::clone(&seen);
                 async move {
-                    seen.lock().unwrap().push(format!("{tag}:{}:{}", e.0, md.message_id));
+                    seen.lock()
+                        .unwrap()
+                        .push(format!("{tag}:{}:{}", e.0, md.message_id));
                     Ok(())
                 }
             }))
             .unwrap();
         }
         assert_eq!(d.handler_count("Pinged"), 3);
-        assert!(matches!(d.subscribe(handler_fn(|_: Impostor, _| async { Ok(()) })), Err(Error::AlreadyRegistered(_))));
+        assert!(matches!(
+            d.subscribe(handler_fn(|_: Impostor, _| async { Ok(()) })),
+            Err(Error::AlreadyRegistered(_))
+        ));
         let mut env = Envelope::message(Pinged(7));
         env.metadata.message_id = "m".into();
         d.dispatch(&env).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), ["first:7:m", "second:7:m", "third:7:m"]);
         // Nobody handles Ping events: a no-op.
-        d.dispatch(&Envelope::message(Ping { id: Uuid::nil() })).await.unwrap();
+        d.dispatch(&Envelope::message(Ping { id: Uuid::nil() }))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -84,7 +84,10 @@ impl Envelope {
 
     /// Wraps any message with a fresh time-ordered (v7) message id.
     pub fn message<M: Message>(message: M) -> Self {
-        Self::from_parts(AnyMessage::new(message), Metadata::with_id(Uuid::now_v7().to_string()))
+        Self::from_parts(
+            AnyMessage::new(message),
+            Metadata::with_id(Uuid::now_v7().to_string()),
+        )
     }
 
     /// Assembles an envelope.
@@ -173,26 +176,45 @@ mod tests {
 
     #[test]
     fn commands_carry_their_id_and_session() {
-        let cmd = Reserve { id: Uuid::now_v7(), conference: Uuid::nil() };
+        let cmd = Reserve {
+            id: Uuid::now_v7(),
+            conference: Uuid::nil(),
+        };
         let id = cmd.id;
         let env = Envelope::command(cmd);
         assert_eq!(env.metadata.message_id, id.to_string());
-        assert_eq!(env.metadata.session_id.as_deref(), Some("Seats_00000000-0000-0000-0000-000000000000"));
+        assert_eq!(
+            env.metadata.session_id.as_deref(),
+            Some("Seats_00000000-0000-0000-0000-000000000000")
+        );
     }
 
     #[test]
     fn causation_and_correlation_propagate() {
         let root = Metadata::with_id("m1");
-        let child = Envelope::message(Reserve { id: Uuid::nil(), conference: Uuid::nil() }).caused_by(&root);
+        let child = Envelope::message(Reserve {
+            id: Uuid::nil(),
+            conference: Uuid::nil(),
+        })
+        .caused_by(&root);
         assert_eq!(child.metadata.causation_id.as_deref(), Some("m1"));
         assert_eq!(child.metadata.correlation_id.as_deref(), Some("m1"));
-        let grandchild = Envelope::message(Reserve { id: Uuid::nil(), conference: Uuid::nil() })
-            .caused_by(&child.metadata);
-        assert_eq!(grandchild.metadata.causation_id, Some(child.metadata.message_id.clone()));
+        let grandchild = Envelope::message(Reserve {
+            id: Uuid::nil(),
+            conference: Uuid::nil(),
+        })
+        .caused_by(&child.metadata);
+        assert_eq!(
+            grandchild.metadata.causation_id,
+            Some(child.metadata.message_id.clone())
+        );
         assert_eq!(grandchild.metadata.correlation_id.as_deref(), Some("m1"));
-        let explicit = Envelope::message(Reserve { id: Uuid::nil(), conference: Uuid::nil() })
-            .with_correlation_id("c")
-            .caused_by(&root);
+        let explicit = Envelope::message(Reserve {
+            id: Uuid::nil(),
+            conference: Uuid::nil(),
+        })
+        .with_correlation_id("c")
+        .caused_by(&root);
         assert_eq!(explicit.metadata.correlation_id.as_deref(), Some("c"));
     }
 }

@@ -74,7 +74,9 @@ impl<H, S> Inbox<H, S> {
 
 impl<H, S> fmt::Debug for Inbox<H, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inbox").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Inbox")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

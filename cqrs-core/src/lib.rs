@@ -126,28 +126,34 @@ pub mod transport;
 
 pub use crate::aggregate::{Aggregate, EventSet, Originator, Root};
 pub use crate::backoff::Backoff;
-pub use crate::bus::{BusBuilder, CommandBus, CommandBusExt, EventBus, LocalFirst, Metrics, Retry, Trace, Unrouted};
+pub use crate::bus::{
+    BusBuilder, CommandBus, CommandBusExt, EventBus, LocalFirst, Metrics, Retry, Trace, Unrouted,
+};
 pub use crate::clock::{Clock, ManualClock, SharedClock, SystemClock, saturating_add};
 pub use crate::codec::{Codec, CodecError, CodecOp};
-pub use crate::dispatch::{CommandDispatcher, CommandHandler, EventDispatcher, EventHandler, FnHandler, MessageHandler, handler_fn};
+pub use crate::dispatch::{
+    CommandDispatcher, CommandHandler, EventDispatcher, EventHandler, FnHandler, MessageHandler, handler_fn,
+};
 pub use crate::envelope::{Envelope, Metadata, Source};
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::inbox::{Inbox, InboxStore};
 pub use crate::limit::{AdaptiveLimit, LimitConfig, Permit};
 pub use crate::message::{AnyMessage, Command, Decoded, Message, Payload};
 pub use crate::process::{
-    LoadedProcess, Process, ProcessRecord, ProcessRepository, ProcessState, ProcessStore, Relay, StoredCommand,
-    process_conflict,
+    LoadedProcess, Process, ProcessRecord, ProcessRepository, ProcessState, ProcessStore, Relay,
+    StoredCommand, process_conflict,
 };
 pub use crate::processor::{Processor, ProcessorConfig};
 pub use crate::publisher::{Publisher, PublisherConfig};
 pub use crate::repository::{CachedMemento, MementoCache, MementoCacheConfig, MementoPolicy, Repository};
 pub use crate::snapshot::{NoSnapshots, Snapshot, SnapshotStore};
 pub use crate::store::{
-    AppendResult, EventAppender, EventMetadata, EventOutbox, EventReader, EventStore, ExpectedVersion, NewEvent,
-    StoredEvent, StreamId,
+    AppendResult, EventAppender, EventMetadata, EventOutbox, EventReader, EventStore, ExpectedVersion,
+    NewEvent, StoredEvent, StreamId,
 };
-pub use crate::transport::{DeadLetter, DeadLetters, Delivery, MessageFilter, MessageQueue, QueueBus, TopicBus, Topics};
+pub use crate::transport::{
+    DeadLetter, DeadLetters, Delivery, MessageFilter, MessageQueue, QueueBus, TopicBus, Topics,
+};
 
 // Re-exported so `event_set!` users and backends need no direct dependency for these.
 pub use bytes::Bytes;

@@ -34,7 +34,11 @@ pub trait Message: Serialize + DeserializeOwned + fmt::Debug + Send + Sync + 'st
     /// When the old version cannot be migrated.
     fn upcast(from_version: u32, value: serde_json::Value) -> Result<serde_json::Value, BoxError> {
         let _ = value;
-        Err(format!("no upcaster from schema version {from_version} to {}", Self::SCHEMA_VERSION).into())
+        Err(format!(
+            "no upcaster from schema version {from_version} to {}",
+            Self::SCHEMA_VERSION
+        )
+        .into())
     }
 }
 
@@ -276,11 +280,16 @@ mod tests {
 
     #[test]
     fn typed_and_raw_decode_alike() {
-        let typed = AnyMessage::new(Renamed { full_name: "Ada".into() });
+        let typed = AnyMessage::new(Renamed {
+            full_name: "Ada".into(),
+        });
         assert_eq!(typed.name(), "Renamed");
         let raw = AnyMessage::raw(typed.to_payload(Codec::Json).unwrap());
         assert_eq!(raw.name(), "Renamed");
-        assert_eq!(*raw.decode::<Renamed>().unwrap(), *typed.decode::<Renamed>().unwrap());
+        assert_eq!(
+            *raw.decode::<Renamed>().unwrap(),
+            *typed.decode::<Renamed>().unwrap()
+        );
         assert!(raw.downcast_ref::<Renamed>().is_none());
         assert!(typed.downcast_ref::<Renamed>().is_some());
     }
@@ -294,9 +303,16 @@ mod tests {
             bytes: Bytes::from_static(br#"{"name":"Grace"}"#),
         };
         assert_eq!(old.decode::<Renamed>().unwrap().full_name, "Grace");
-        let future = Payload { schema_version: 3, ..old.clone() };
+        let future = Payload {
+            schema_version: 3,
+            ..old.clone()
+        };
         assert!(matches!(future.decode::<Renamed>(), Err(Error::Codec(_))));
-        let garbage = Payload { schema_version: 2, bytes: Bytes::from_static(b"{oops"), ..old };
+        let garbage = Payload {
+            schema_version: 2,
+            bytes: Bytes::from_static(b"{oops"),
+            ..old
+        };
         assert!(matches!(garbage.decode::<Renamed>(), Err(Error::Codec(_))));
     }
 }

@@ -157,7 +157,11 @@ impl StoredCommand {
     ///
     /// # Errors
     /// When the command cannot be encoded.
-    pub fn from_envelope(envelope: &Envelope, codec: Codec, stored_at: DateTime<Utc>) -> Result<Self, CodecError> {
+    pub fn from_envelope(
+        envelope: &Envelope,
+        codec: Codec,
+        stored_at: DateTime<Utc>,
+    ) -> Result<Self, CodecError> {
         Ok(Self {
             message_id: envelope.metadata.message_id.clone(),
             payload: envelope.message.to_payload(codec)?,
@@ -184,7 +188,11 @@ pub struct LoadedProcess {
 /// Stores process state with its undispatched commands.
 pub trait ProcessStore: Send + Sync {
     /// The process `(process_type, id)`, with its undispatched commands.
-    fn load(&self, process_type: &str, id: Uuid) -> impl Future<Output = Result<Option<LoadedProcess>>> + Send;
+    fn load(
+        &self,
+        process_type: &str,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<LoadedProcess>>> + Send;
 
     /// A process with this key: a non-completed one if any; otherwise, only if
     /// `include_completed`, the most recently saved completed one.
@@ -200,10 +208,19 @@ pub trait ProcessStore: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Conflict`] when the stored version is not `record.version`; nothing is written.
-    fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> impl Future<Output = Result<i64>> + Send;
+    fn save(
+        &self,
+        record: ProcessRecord,
+        commands: Vec<StoredCommand>,
+    ) -> impl Future<Output = Result<i64>> + Send;
 
     /// Removes a sent command. Removing one that is already gone is not an error.
-    fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn remove_command(
+        &self,
+        process_type: &str,
+        id: Uuid,
+        message_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Up to `limit` processes with a command stored before `stored_before`, for the relay.
     fn with_pending(
@@ -214,19 +231,41 @@ pub trait ProcessStore: Send + Sync {
 }
 
 impl<T: ProcessStore> ProcessStore for Arc<T> {
-    fn load(&self, process_type: &str, id: Uuid) -> impl Future<Output = Result<Option<LoadedProcess>>> + Send {
+    fn load(
+        &self,
+        process_type: &str,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<LoadedProcess>>> + Send {
         (**self).load(process_type, id)
     }
-    fn find_by_key(&self, process_type: &str, key: &str, include_completed: bool) -> impl Future<Output = Result<Option<LoadedProcess>>> + Send {
+    fn find_by_key(
+        &self,
+        process_type: &str,
+        key: &str,
+        include_completed: bool,
+    ) -> impl Future<Output = Result<Option<LoadedProcess>>> + Send {
         (**self).find_by_key(process_type, key, include_completed)
     }
-    fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> impl Future<Output = Result<i64>> + Send {
+    fn save(
+        &self,
+        record: ProcessRecord,
+        commands: Vec<StoredCommand>,
+    ) -> impl Future<Output = Result<i64>> + Send {
         (**self).save(record, commands)
     }
-    fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> impl Future<Output = Result<()>> + Send {
+    fn remove_command(
+        &self,
+        process_type: &str,
+        id: Uuid,
+        message_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send {
         (**self).remove_command(process_type, id, message_id)
     }
-    fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> impl Future<Output = Result<Vec<(String, Uuid)>>> + Send {
+    fn with_pending(
+        &self,
+        stored_before: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, Uuid)>>> + Send {
         (**self).with_pending(stored_before, limit)
     }
 }
@@ -313,7 +352,14 @@ impl<P: ProcessState, S: ProcessStore, B: CommandBus> ProcessRepository<P, S, B>
 
     async fn resume(&self, loaded: LoadedProcess) -> Result<Process<P>> {
         let LoadedProcess { record, pending } = loaded;
-        dispatch_outbox(&self.store, &self.bus, P::TYPE, record.id, pending_envelopes(&pending)).await?;
+        dispatch_outbox(
+            &self.store,
+            &self.bus,
+            P::TYPE,
+            record.id,
+            pending_envelopes(&pending),
+        )
+        .await?;
         let state = record
             .codec
             .decode::<P>(&record.state)
@@ -413,7 +459,14 @@ impl<S: ProcessStore, B: CommandBus> Relay<S, B> {
         let mut sent = 0;
         for (process_type, id) in self.store.with_pending(before, self.batch_size).await? {
             if let Some(loaded) = self.store.load(&process_type, id).await? {
-                sent += dispatch_outbox(&self.store, &self.bus, &process_type, id, pending_envelopes(&loaded.pending)).await?;
+                sent += dispatch_outbox(
+                    &self.store,
+                    &self.bus,
+                    &process_type,
+                    id,
+                    pending_envelopes(&loaded.pending),
+                )
+                .await?;
             }
         }
         Ok(sent)

@@ -219,7 +219,10 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
                 self.limit.success();
                 ("completed", self.transport.complete(&delivery).await)
             }
-            Err(Settle::DeadLetter(reason)) => ("dead_lettered", self.transport.dead_letter(&delivery, &reason).await),
+            Err(Settle::DeadLetter(reason)) => (
+                "dead_lettered",
+                self.transport.dead_letter(&delivery, &reason).await,
+            ),
             Err(Settle::Retry(error)) => {
                 self.limit.record::<()>(&Err(error));
                 let delay = self.config.backoff.delay(delivery.delivery_count);
@@ -238,7 +241,9 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
         let envelope = &delivery.envelope;
         if delivery.expires_at.is_some_and(|at| at <= self.clock.now()) {
             tracing::info!(queue = %self.queue, message = envelope.name(), "time to live elapsed; dead-lettered unprocessed");
-            return Err(Settle::DeadLetter("expired: time to live elapsed before delivery".to_owned()));
+            return Err(Settle::DeadLetter(
+                "expired: time to live elapsed before delivery".to_owned(),
+            ));
         }
         let outcome = AssertUnwindSafe(self.handler.handle(envelope))
             .catch_unwind()

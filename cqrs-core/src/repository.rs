@@ -87,7 +87,11 @@ impl MementoCache {
     }
 
     /// A copy of the cached memento of `(kind, id)`, unless absent, expired or of another type.
-    pub fn get<M: Clone + Send + Sync + 'static>(&self, kind: &'static str, id: Uuid) -> Option<CachedMemento<M>> {
+    pub fn get<M: Clone + Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        id: Uuid,
+    ) -> Option<CachedMemento<M>> {
         let now = self.inner.clock.now();
         let (version, memento, fresh) = {
             let entry = self.inner.entries.get(&(kind, id))?;
@@ -100,7 +104,11 @@ impl MementoCache {
             (entry.version, Arc::clone(&entry.memento), fresh)
         };
         let memento = memento.downcast_ref::<M>()?.clone();
-        Some(CachedMemento { version, memento, fresh })
+        Some(CachedMemento {
+            version,
+            memento,
+            fresh,
+        })
     }
 
     /// Caches `memento`, captured at `version`, as of now.
@@ -270,7 +278,8 @@ impl<A: Originator, P: SnapshotStore> MementoStrategy<A> for Mementos<A, P> {
         Box::pin(async move {
             self.loaded(root);
             let Some(every) = self.policy.every else { return };
-            let crossed = (root.version() + 1).div_euclid(every as i64) > (before + 1).div_euclid(every as i64);
+            let crossed =
+                (root.version() + 1).div_euclid(every as i64) > (before + 1).div_euclid(every as i64);
             if !crossed {
                 return;
             }

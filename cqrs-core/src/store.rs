@@ -255,7 +255,11 @@ pub trait EventOutbox: Send + Sync {
 }
 
 impl<T: EventReader> EventReader for Arc<T> {
-    fn load(&self, stream: &StreamId, from_version: i64) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
+    fn load(
+        &self,
+        stream: &StreamId,
+        from_version: i64,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
         (**self).load(stream, from_version)
     }
     fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {

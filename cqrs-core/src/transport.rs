@@ -128,7 +128,11 @@ pub trait Topics: MessageQueue {
 /// The dead-letter store: list and requeue.
 pub trait DeadLetters: Send + Sync {
     /// Up to `limit` dead letters, oldest first, of one queue or of all.
-    fn dead_letters(&self, queue: Option<&str>, limit: usize) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send;
+    fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send;
 
     /// Puts a dead letter back on its queue, with its delivery count reset.
     ///
@@ -159,7 +163,12 @@ impl<T: MessageQueue> MessageQueue for Arc<T> {
 }
 
 impl<T: Topics> Topics for Arc<T> {
-    fn subscribe(&self, topic: &str, subscription: &str, filter: MessageFilter) -> impl Future<Output = Result<()>> + Send {
+    fn subscribe(
+        &self,
+        topic: &str,
+        subscription: &str,
+        filter: MessageFilter,
+    ) -> impl Future<Output = Result<()>> + Send {
         (**self).subscribe(topic, subscription, filter)
     }
     fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> impl Future<Output = Result<()>> + Send {
@@ -168,7 +177,11 @@ impl<T: Topics> Topics for Arc<T> {
 }
 
 impl<T: DeadLetters> DeadLetters for Arc<T> {
-    fn dead_letters(&self, queue: Option<&str>, limit: usize) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send {
+    fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>>> + Send {
         (**self).dead_letters(queue, limit)
     }
     fn requeue(&self, id: u64) -> impl Future<Output = Result<()>> + Send {
@@ -226,7 +239,9 @@ impl<T: MessageQueue> CommandBus for QueueBus<T> {
         for envelope in envelopes {
             let queue = self.queue_for(envelope.name());
             if !run.is_empty() && queue != run_queue {
-                self.transport.enqueue(&run_queue, std::mem::take(&mut run)).await?;
+                self.transport
+                    .enqueue(&run_queue, std::mem::take(&mut run))
+                    .await?;
             }
             run_queue = queue.to_owned();
             run.push(envelope);

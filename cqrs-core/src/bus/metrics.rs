@@ -50,7 +50,8 @@ fn record(direction: &'static str, names: Vec<String>, started: Instant, outcome
         metrics::counter!("cqrs_bus_messages_total", "direction" => direction, "name" => name, "outcome" => label)
             .increment(1);
     }
-    metrics::histogram!("cqrs_bus_send_seconds", "direction" => direction).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("cqrs_bus_send_seconds", "direction" => direction)
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn names(envelopes: &[Envelope]) -> Vec<String> {

@@ -134,7 +134,9 @@ pub struct BusBuilder<L> {
 impl BusBuilder<Identity> {
     /// A builder with no layer.
     pub fn new() -> Self {
-        Self { layer: Identity::new() }
+        Self {
+            layer: Identity::new(),
+        }
     }
 }
 

@@ -25,9 +25,15 @@ impl<A: Aggregate> AggregateTest<A> {
     }
 
     /// Runs the operation under test on the root.
-    pub fn when<E>(mut self, operation: impl FnOnce(&mut Root<A>) -> Result<(), E>) -> AggregateOutcome<A, E> {
+    pub fn when<E>(
+        mut self,
+        operation: impl FnOnce(&mut Root<A>) -> Result<(), E>,
+    ) -> AggregateOutcome<A, E> {
         let result = operation(&mut self.root);
-        AggregateOutcome { root: self.root, result }
+        AggregateOutcome {
+            root: self.root,
+            result,
+        }
     }
 }
 
@@ -65,7 +71,11 @@ impl<A: Aggregate, E: fmt::Debug> AggregateOutcome<A, E> {
         if let Err(error) = &self.result {
             panic!("expected no events, got the error {error:?}");
         }
-        assert!(self.root.pending().is_empty(), "expected no events, got {:?}", self.root.pending());
+        assert!(
+            self.root.pending().is_empty(),
+            "expected no events, got {:?}",
+            self.root.pending()
+        );
         self.root
     }
 
@@ -75,7 +85,11 @@ impl<A: Aggregate, E: fmt::Debug> AggregateOutcome<A, E> {
     /// If the operation succeeded or recorded events.
     #[track_caller]
     pub fn then_error(self) -> E {
-        assert!(self.root.pending().is_empty(), "a failed operation recorded {:?}", self.root.pending());
+        assert!(
+            self.root.pending().is_empty(),
+            "a failed operation recorded {:?}",
+            self.root.pending()
+        );
         match self.result {
             Ok(()) => panic!("expected an error, the operation succeeded"),
             Err(error) => error,

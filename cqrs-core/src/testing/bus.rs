@@ -127,7 +127,13 @@ impl RecordingBus {
         for envelope in envelopes {
             let attempt = self.inner.attempts.fetch_add(1, Ordering::SeqCst) + 1;
             let scripted = self.inner.fail_attempts.lock().unwrap().remove(&attempt);
-            let matched = self.inner.fail_if.lock().unwrap().as_ref().is_some_and(|p| p(&envelope));
+            let matched = self
+                .inner
+                .fail_if
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|p| p(&envelope));
             if scripted || matched {
                 return Err(Error::transient(format!(
                     "scripted failure of {} (attempt {attempt})",

@@ -14,7 +14,9 @@ pub struct ProcessTest<P, F> {
 
 impl<P: ProcessState, F> fmt::Debug for ProcessTest<P, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessTest").field("process", &self.process).finish_non_exhaustive()
+        f.debug_struct("ProcessTest")
+            .field("process", &self.process)
+            .finish_non_exhaustive()
     }
 }
 

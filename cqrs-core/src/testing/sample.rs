@@ -108,7 +108,12 @@ impl Inventory {
     ///
     /// # Errors
     /// When fewer seats are left, or the quantity is not positive.
-    pub fn reserve(&self, reservation: u64, seat_type: u32, quantity: i32) -> Result<Vec<InventoryEvent>, InventoryError> {
+    pub fn reserve(
+        &self,
+        reservation: u64,
+        seat_type: u32,
+        quantity: i32,
+    ) -> Result<Vec<InventoryEvent>, InventoryError> {
         if quantity <= 0 {
             return Err(InventoryError::NonPositive);
         }
@@ -116,7 +121,14 @@ impl Inventory {
         if available < quantity {
             return Err(InventoryError::NotEnough { seat_type, available });
         }
-        Ok(vec![SeatsReserved { reservation, seat_type, quantity }.into()])
+        Ok(vec![
+            SeatsReserved {
+                reservation,
+                seat_type,
+                quantity,
+            }
+            .into(),
+        ])
     }
 
     /// Cancels a reservation; cancelling an unknown one records nothing.
@@ -176,7 +188,11 @@ impl Originator for Inventory {
     fn from_memento(_id: Uuid, memento: InventoryMemento) -> Self {
         Self {
             available: memento.available.into_iter().collect(),
-            reservations: memento.reservations.into_iter().map(|(r, t, q)| (r, (t, q))).collect(),
+            reservations: memento
+                .reservations
+                .into_iter()
+                .map(|(r, t, q)| (r, (t, q)))
+                .collect(),
         }
     }
 }

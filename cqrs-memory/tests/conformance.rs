@@ -1,0 +1,19 @@
+//! The cqrs-core conformance suite, run against the in-memory backends.
+
+use cqrs_core::testing::conformance;
+use cqrs_memory::{MemoryEventStore, MemoryProcessStore, MemorySnapshotStore};
+
+#[tokio::test]
+async fn event_store() {
+    conformance::event_store(&MemoryEventStore::new()).await;
+}
+
+#[tokio::test]
+async fn snapshots() {
+    conformance::snapshots(MemoryEventStore::new(), MemorySnapshotStore::new()).await;
+}
+
+#[tokio::test]
+async fn process_store() {
+    conformance::process_store(MemoryProcessStore::new()).await;
+}
