@@ -204,10 +204,7 @@ mod tests {
             conference: Uuid::nil(),
         })
         .caused_by(&child.metadata);
-        assert_eq!(
-            grandchild.metadata.causation_id,
-            Some(child.metadata.message_id.clone())
-        );
+        assert_eq!(grandchild.metadata.causation_id, Some(child.metadata.message_id));
         assert_eq!(grandchild.metadata.correlation_id.as_deref(), Some("m1"));
         let explicit = Envelope::message(Reserve {
             id: Uuid::nil(),

@@ -87,7 +87,7 @@ impl<Q, H> fmt::Debug for Processor<Q, H> {
     }
 }
 
-fn panic_message(panic: Box<dyn Any + Send>) -> String {
+fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -248,7 +248,7 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
         let outcome = AssertUnwindSafe(self.handler.handle(envelope))
             .catch_unwind()
             .await
-            .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(panic))));
+            .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(&*panic))));
         let Err(error) = outcome else { return Ok(()) };
         if error.is_undeliverable() {
             tracing::warn!(queue = %self.queue, message = envelope.name(), %error, "undeliverable; dead-lettered");

@@ -102,7 +102,7 @@ impl ProcessStore for MemoryProcessStore {
                 }
                 record.version = 0;
                 vacant.insert(Stored {
-                    record: record.clone(),
+                    record,
                     pending: commands,
                     saved,
                 });

@@ -83,20 +83,18 @@ impl<B: EventBus> EventBus for Arc<B> {
 /// The dispatcher is the simplest command bus: it handles every command in-process, and fails
 /// with [`Error::NoHandler`] for one it does not know.
 impl CommandBus for CommandDispatcher {
-    fn send(&self, envelope: Envelope) -> impl Future<Output = Result<()>> + Send {
-        async move { self.dispatch(&envelope).await }
+    async fn send(&self, envelope: Envelope) -> Result<()> {
+        self.dispatch(&envelope).await
     }
 }
 
 /// The dispatcher is the simplest event bus: it calls the local handlers of each event.
 impl EventBus for EventDispatcher {
-    fn publish(&self, events: Vec<Envelope>) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            for event in &events {
-                self.dispatch(event).await?;
-            }
-            Ok(())
+    async fn publish(&self, events: Vec<Envelope>) -> Result<()> {
+        for event in &events {
+            self.dispatch(event).await?;
         }
+        Ok(())
     }
 }
 

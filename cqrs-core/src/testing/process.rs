@@ -47,8 +47,8 @@ where
     }
 
     /// Handles the message under test.
-    pub fn when(mut self, message: Envelope) -> ProcessOutcome<P> {
-        let result = (self.handler)(&mut self.process, &message);
+    pub fn when(mut self, message: &Envelope) -> ProcessOutcome<P> {
+        let result = (self.handler)(&mut self.process, message);
         ProcessOutcome {
             process: self.process,
             result,
