@@ -96,8 +96,12 @@ impl MementoCache {
         let (version, memento, fresh) = {
             let entry = self.inner.entries.get(&(kind, id))?;
             if saturating_add(entry.cached_at, self.inner.config.expire_after) <= now {
+                let expired_at = entry.cached_at;
                 drop(entry);
-                self.inner.entries.remove(&(kind, id));
+                // Unless a concurrent put replaced it meanwhile.
+                self.inner
+                    .entries
+                    .remove_if(&(kind, id), |_, e| e.cached_at == expired_at);
                 return None;
             }
             let fresh = !entry.stale && saturating_add(entry.cached_at, self.inner.config.fresh_for) > now;

@@ -31,6 +31,9 @@ struct Inner {
 
 /// An in-memory event store with a global log and an outbox.
 ///
+/// [`EventOutbox::appended`] wakes one waiter (the store's publisher), and keeps the wake-up
+/// if nobody is waiting yet.
+///
 /// One mutex guards the log, so appends are atomic and the global position is gap-free and in
 /// commit order; it is never held across an `.await`.
 #[derive(Clone)]
@@ -164,7 +167,8 @@ impl EventAppender for MemoryEventStore {
         });
         entry.events.extend(indexes);
         drop(log);
-        self.inner.appended.notify_waiters();
+        // A stored permit: a publisher that is between two passes still wakes up.
+        self.inner.appended.notify_one();
         Ok(AppendResult {
             last_version: version,
             last_position,

@@ -3,7 +3,7 @@
 //! Each function takes fresh, empty stores and panics on the first violation. A backend's
 //! test file calls each of them:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn event_store() {
 //!     cqrs_core::testing::conformance::event_store(&MyStore::new()).await;
