@@ -225,14 +225,12 @@ impl<B: CommandBus + 'static> EventHandler<SeatsReserved> for CheckoutRouter<B> 
                 },
             ),
         };
-        process.emailed = true;
-        process.send(
-            Envelope::command(EmailTickets {
-                id: Uuid::now_v7(),
-                order: event.order,
-            })
-            .caused_by(metadata),
-        );
+        // Every command sent while handling this event is stamped as caused by it.
+        process.caused_by(metadata).emailed = true;
+        process.send(Envelope::command(EmailTickets {
+            id: Uuid::now_v7(),
+            order: event.order,
+        }));
         println!(
             "  [checkout]   order {} reserved: saving state + EmailTickets atomically",
             short(event.order)

@@ -60,6 +60,34 @@ impl Codec {
     }
 }
 
+/// Migrates a JSON value written with an older schema version to the current one.
+pub type Upcast = fn(u32, serde_json::Value) -> Result<serde_json::Value, BoxError>;
+
+impl Codec {
+    /// Decodes bytes written with schema version `found` as a `T` of schema version `current`:
+    /// directly when they agree, through `upcast` for an older JSON payload, and otherwise not.
+    ///
+    /// # Errors
+    /// When the bytes do not decode, the version is newer than `current`, or an older version
+    /// is not JSON or cannot be upcast.
+    pub fn decode_versioned<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        found: u32,
+        current: u32,
+        upcast: Upcast,
+    ) -> Result<T, BoxError> {
+        if found == current {
+            return self.decode(bytes);
+        }
+        if self != Self::Json || found > current {
+            return Err(format!("schema version {found} cannot be read as version {current}").into());
+        }
+        let old: serde_json::Value = serde_json::from_slice(bytes)?;
+        Ok(serde_json::from_value(upcast(found, old)?)?)
+    }
+}
+
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.tag())

@@ -130,7 +130,7 @@ pub use crate::bus::{
     BusBuilder, CommandBus, CommandBusExt, EventBus, LocalFirst, Metrics, Retry, Trace, Unrouted,
 };
 pub use crate::clock::{Clock, ManualClock, SharedClock, SystemClock, saturating_add};
-pub use crate::codec::{Codec, CodecError, CodecOp};
+pub use crate::codec::{Codec, CodecError, CodecOp, Upcast};
 pub use crate::dispatch::{
     CommandDispatcher, CommandHandler, EventDispatcher, EventHandler, FnHandler, MessageHandler, handler_fn,
 };

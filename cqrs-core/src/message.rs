@@ -94,22 +94,9 @@ impl Payload {
         if self.name != M::NAME {
             return Err(fail(format!("expected a `{}`", M::NAME).into()));
         }
-        if self.schema_version == M::SCHEMA_VERSION {
-            return self.codec.decode(&self.bytes).map_err(fail);
-        }
-        if self.codec != Codec::Json || self.schema_version > M::SCHEMA_VERSION {
-            return Err(fail(
-                format!(
-                    "schema version {} cannot be read as version {}",
-                    self.schema_version,
-                    M::SCHEMA_VERSION
-                )
-                .into(),
-            ));
-        }
-        let old: serde_json::Value = serde_json::from_slice(&self.bytes).map_err(|e| fail(e.into()))?;
-        let current = M::upcast(self.schema_version, old).map_err(fail)?;
-        serde_json::from_value(current).map_err(|e| fail(e.into()))
+        self.codec
+            .decode_versioned(&self.bytes, self.schema_version, M::SCHEMA_VERSION, M::upcast)
+            .map_err(fail)
     }
 }
 

@@ -39,9 +39,26 @@ pub trait ProcessState: Serialize + DeserializeOwned + fmt::Debug + Send + Sync 
     /// Whether the process has finished.
     fn is_completed(&self) -> bool;
 
+    /// The version of the state's schema, stored with every record. Bump it when the shape
+    /// changes incompatibly and teach [`upcast`](ProcessState::upcast) to migrate.
+    const SCHEMA_VERSION: u32 = 1;
+
     /// A secondary key to find the process by (e.g. the order id it coordinates).
     fn key(&self) -> Option<String> {
         None
+    }
+
+    /// Migrates a JSON state written with an older schema version. The default refuses.
+    ///
+    /// # Errors
+    /// When the old version cannot be migrated.
+    fn upcast(from_version: u32, value: serde_json::Value) -> Result<serde_json::Value, crate::BoxError> {
+        let _ = value;
+        Err(format!(
+            "no upcaster from schema version {from_version} to {}",
+            Self::SCHEMA_VERSION
+        )
+        .into())
     }
 }
 
@@ -53,6 +70,7 @@ pub struct Process<P> {
     version: i64,
     state: P,
     outgoing: Vec<Envelope>,
+    cause: Option<Metadata>,
 }
 
 impl<P: ProcessState> Process<P> {
@@ -63,7 +81,20 @@ impl<P: ProcessState> Process<P> {
             version: -1,
             state,
             outgoing: Vec::new(),
+            cause: None,
         }
+    }
+
+    /// Declares the message being handled: every command [`send`](Self::send) queues from now
+    /// on is stamped as caused by it (its causation id, and its correlation id unless the
+    /// command already has one). The testing kit and routers call it once per message.
+    pub fn caused_by(&mut self, message: &Metadata) -> &mut Self {
+        self.cause = Some(Metadata {
+            message_id: message.message_id.clone(),
+            correlation_id: message.correlation_id.clone(),
+            ..Metadata::default()
+        });
+        self
     }
 
     /// The process id.
@@ -86,8 +117,13 @@ impl<P: ProcessState> Process<P> {
         &mut self.state
     }
 
-    /// Queues a command to send once the state is saved.
+    /// Queues a command to send once the state is saved, stamped with the cause declared by
+    /// [`caused_by`](Self::caused_by) if any.
     pub fn send(&mut self, envelope: Envelope) {
+        let envelope = match &self.cause {
+            Some(cause) if envelope.metadata.causation_id.is_none() => envelope.caused_by(cause),
+            _ => envelope,
+        };
         self.outgoing.push(envelope);
     }
 
@@ -135,6 +171,8 @@ pub struct ProcessRecord {
     pub key: Option<String>,
     /// The codec of `state`.
     pub codec: Codec,
+    /// The schema version of `state` ([`ProcessState::SCHEMA_VERSION`] when written).
+    pub schema_version: u32,
     /// The encoded state.
     pub state: Bytes,
 }
@@ -362,13 +400,14 @@ impl<P: ProcessState, S: ProcessStore, B: CommandBus> ProcessRepository<P, S, B>
         .await?;
         let state = record
             .codec
-            .decode::<P>(&record.state)
+            .decode_versioned::<P>(&record.state, record.schema_version, P::SCHEMA_VERSION, P::upcast)
             .map_err(|e| CodecError::new(CodecOp::Decode, P::TYPE, record.codec, e))?;
         Ok(Process {
             id: record.id,
             version: record.version,
             state,
             outgoing: Vec::new(),
+            cause: None,
         })
     }
 
@@ -396,6 +435,7 @@ impl<P: ProcessState, S: ProcessStore, B: CommandBus> ProcessRepository<P, S, B>
             completed: process.state.is_completed(),
             key: process.state.key(),
             codec: self.codec,
+            schema_version: P::SCHEMA_VERSION,
             state: state.into(),
         };
         process.version = self.store.save(record, commands).await?;

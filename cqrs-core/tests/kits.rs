@@ -62,7 +62,7 @@ fn aggregate_kit_fails_on_other_events() {
 
 /// A booking handler: every message advances a step and schedules a reminder; the third
 /// completes the booking; a message after completion is an error.
-fn handle(process: &mut Process<Booking>, message: &Envelope) -> Result<()> {
+fn handle(process: &mut Process<Booking>, _message: &Envelope) -> Result<()> {
     if process.done {
         return Err(Error::domain("booking already completed"));
     }
@@ -70,8 +70,7 @@ fn handle(process: &mut Process<Booking>, message: &Envelope) -> Result<()> {
     process.done = process.step == 3;
     let reminder = Envelope::command(Remind::new(format!("step {}", process.step)))
         .with_delay(Duration::from_secs(15 * 60))
-        .with_time_to_live(Duration::from_secs(60))
-        .caused_by(&message.metadata);
+        .with_time_to_live(Duration::from_secs(60));
     process.send(reminder);
     Ok(())
 }
@@ -105,6 +104,11 @@ fn process_kit_checks_commands_hints_and_state() {
     assert_eq!(
         metadata.causation_id.as_deref(),
         Some(trigger.metadata.message_id.as_str())
+    );
+    assert_eq!(
+        metadata.correlation_id.as_deref(),
+        Some(trigger.metadata.message_id.as_str()),
+        "the command correlates with the message that caused it"
     );
     assert!(outcome.state().done);
     assert_eq!(

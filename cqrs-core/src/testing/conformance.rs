@@ -348,6 +348,17 @@ pub async fn process_store<S: ProcessStore + Clone + 'static>(store: S) {
     assert_eq!(last.message.decode::<Remind>().unwrap().note, "three");
     assert_eq!(loaded.version(), 0);
     assert_eq!(loaded.state().order, order);
+    let record = store
+        .load("sample.Booking", process.id())
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+    assert_eq!(
+        (record.codec, record.schema_version, record.completed),
+        (Codec::Json, 1, false)
+    );
+    assert_eq!(record.key, Some(order.to_string()));
     repo.load(process.id()).await.unwrap();
     assert_eq!(bus.sent_ids(), ids, "nothing is sent twice once delivered");
 

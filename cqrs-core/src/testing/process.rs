@@ -6,7 +6,8 @@ use crate::message::Message;
 use crate::process::{Process, ProcessState};
 
 /// Given messages, when a message, then commands (with their envelope hints) and state — for a
-/// process manager's handling logic, with no store.
+/// process manager's handling logic, with no store. Each message is declared as the process's
+/// cause ([`Process::caused_by`]) before the handler runs.
 pub struct ProcessTest<P, F> {
     process: Process<P>,
     handler: F,
@@ -38,6 +39,7 @@ where
     #[track_caller]
     pub fn given(mut self, messages: impl IntoIterator<Item = Envelope>) -> Self {
         for message in messages {
+            self.process.caused_by(&message.metadata);
             if let Err(error) = (self.handler)(&mut self.process, &message) {
                 panic!("given message {} failed: {error}", message.name());
             }
@@ -48,6 +50,7 @@ where
 
     /// Handles the message under test.
     pub fn when(mut self, message: &Envelope) -> ProcessOutcome<P> {
+        self.process.caused_by(&message.metadata);
         let result = (self.handler)(&mut self.process, message);
         ProcessOutcome {
             process: self.process,
