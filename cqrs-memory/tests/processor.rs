@@ -66,26 +66,26 @@ fn config() -> ProcessorConfig {
     }
 }
 
-fn dispatcher(handler: impl Fn(Work) -> Result<()> + Send + Sync + 'static) -> Arc<CommandDispatcher> {
-    let handler = Arc::new(handler);
+/// A dispatcher whose `Work` handler is `handler(call number from 0, work)`, with the number of
+/// calls made.
+fn counted(
+    handler: impl Fn(usize, Work) -> Result<()> + Send + Sync + 'static,
+) -> (Arc<CommandDispatcher>, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (handler, counter) = (Arc::new(handler), Arc::clone(&calls));
     let mut d = CommandDispatcher::new();
     d.register::<Work, _>(handler_fn(move |w: Work, _| {
-        let handler = Arc::clone(&handler);
-        async move { handler(w) }
+        let (handler, counter) = (Arc::clone(&handler), Arc::clone(&counter));
+        async move { handler(counter.fetch_add(1, Ordering::SeqCst), w) }
     }))
     .unwrap();
-    Arc::new(d)
+    (Arc::new(d), calls)
 }
 
 #[tokio::test]
 async fn failures_are_retried_then_dead_lettered_after_five_deliveries() {
     let transport = MemoryTransport::new();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    let handler = dispatcher(move |_| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Err(Error::transient("database is down"))
-    });
+    let (handler, calls) = counted(|_, _| Err(Error::transient("database is down")));
     let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), config());
     transport
         .enqueue("q", vec![Envelope::command(Work::new(1))])
@@ -105,11 +105,10 @@ async fn failures_are_retried_then_dead_lettered_after_five_deliveries() {
     assert_eq!(transport.depth("q"), 0);
 
     // Requeued by an operator after the fix, it is handled.
-    calls.store(0, Ordering::SeqCst);
     let ok = Processor::with_config(
         transport.clone(),
         "q",
-        dispatcher(|_| Ok(())),
+        counted(|_, _| Ok(())).0,
         SystemClock::shared(),
         config(),
     );
@@ -126,9 +125,7 @@ async fn failures_are_retried_then_dead_lettered_after_five_deliveries() {
 #[tokio::test]
 async fn a_handler_that_recovers_completes_the_message() {
     let transport = MemoryTransport::new();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    let handler = dispatcher(move |_| match counted.fetch_add(1, Ordering::SeqCst) {
+    let (handler, calls) = counted(|call, _| match call {
         0 | 1 => Err(Error::Conflict {
             stream: "s".into(),
             expected: cqrs_core::ExpectedVersion::Exact(0),
@@ -150,7 +147,7 @@ async fn a_handler_that_recovers_completes_the_message() {
 #[tokio::test]
 async fn a_panicking_handler_is_retried_and_dead_lettered_not_fatal() {
     let transport = MemoryTransport::new();
-    let handler = dispatcher(|w| if w.seq == 13 { panic!("unlucky") } else { Ok(()) });
+    let (handler, _) = counted(|_, w| if w.seq == 13 { panic!("unlucky") } else { Ok(()) });
     let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), config());
     transport
         .enqueue(
@@ -170,12 +167,7 @@ async fn a_panicking_handler_is_retried_and_dead_lettered_not_fatal() {
 async fn an_expired_message_never_reaches_its_handler() {
     let clock = ManualClock::starting_now();
     let transport = MemoryTransport::with_clock(clock.shared());
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    let handler = dispatcher(move |_| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    let (handler, calls) = counted(|_, _| Ok(()));
     let processor = Processor::with_config(transport.clone(), "q", handler, clock.shared(), config());
     transport
         .enqueue(
@@ -207,12 +199,7 @@ async fn an_expired_message_never_reaches_its_handler() {
 #[tokio::test]
 async fn undecodable_and_unhandled_messages_are_dead_lettered_at_once() {
     let transport = MemoryTransport::new();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    let handler = dispatcher(move |_| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    let (handler, calls) = counted(|_, _| Ok(()));
     let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), config());
     let garbage = Payload {
         name: Work::NAME.into(),
@@ -259,7 +246,7 @@ async fn scheduled_messages_wait_for_their_time() {
     let transport = MemoryTransport::with_clock(clock.shared());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
-    let handler = dispatcher(move |w| {
+    let (handler, _) = counted(move |_, w| {
         log.lock().unwrap().push(w.seq);
         Ok(())
     });
@@ -372,12 +359,7 @@ async fn sessions_are_serial_inside_and_parallel_across() {
 #[tokio::test]
 async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
     let transport = MemoryTransport::new();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&seen);
-    let handler = dispatcher(move |_| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    let (handler, seen) = counted(|_, _| Ok(()));
     let mut cfg = config();
     cfg.poll_interval = Duration::from_secs(3600);
     let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
