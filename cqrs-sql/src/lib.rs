@@ -1,0 +1,53 @@
+//! # cqrs-sql
+//!
+//! SQL backends for [`cqrs_core`] on sqlx.
+//!
+//! | feature | type | what it is |
+//! |---|---|---|
+//! | `sqlite` (default) | [`SqliteStore`] | the embedded default: one file, WAL, one writer connection with `BEGIN IMMEDIATE`, a pool of readers |
+//!
+//! A store implements the storage traits of `cqrs-core` over one database: `EventReader`,
+//! `EventAppender` and `EventOutbox` (the outbox row is written by the append's own
+//! transaction), `SnapshotStore`, `ProcessStore` (state and undispatched commands in one
+//! transaction) and `InboxStore`. Every backend passes the conformance suite of
+//! `cqrs_core::testing::conformance` unchanged.
+//!
+//! Migrations are embedded per dialect, versioned and idempotent; [`SqliteStore::open`]
+//! applies them.
+//!
+//! ## Example
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use cqrs_core::testing::sample::Inventory;
+//! use cqrs_core::{Repository, Root};
+//! use cqrs_core::uuid::Uuid;
+//! use cqrs_sql::SqliteStore;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = SqliteStore::open(dir.path().join("events.db")).await?;
+//! let repository = Repository::<Inventory, _>::new(store.clone());
+//!
+//! let mut inventory = Root::<Inventory>::new(Uuid::now_v7());
+//! inventory.execute(|i| i.add(1, 100))?;
+//! repository.save(&mut inventory, None).await?;
+//! assert_eq!(repository.get(inventory.id()).await?.available(1), 100);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Faults
+//!
+//! A lost connection, a pool timeout or a busy database is reported as a transient error
+//! (`Error::is_transient`), which the retry decorator and processors retry; a unique-key
+//! violation on an append or a process save is a conflict; bytes that do not decode are a codec
+//! error, never a panic.
+
+mod error;
+mod migrate;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "sqlite")]
+pub use crate::sqlite::{SqliteOptions, SqliteStore};

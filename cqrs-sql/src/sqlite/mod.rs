@@ -1,0 +1,231 @@
+//! The SQLite backend: one file, WAL, one writer connection, a pool of readers.
+
+mod events;
+mod processes;
+mod sql;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_core::chrono::{DateTime, Utc};
+use cqrs_core::{Codec, Result, SharedClock, SystemClock};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Notify;
+
+use crate::error::{corrupt, db};
+use crate::migrate::SQLITE as MIGRATIONS;
+
+/// Settings of a [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    path: PathBuf,
+    synchronous: SqliteSynchronous,
+    busy_timeout: Duration,
+    readers: u32,
+    clock: SharedClock,
+}
+
+impl SqliteOptions {
+    /// Options for the database file at `path` (created if missing): durable commits
+    /// (`synchronous = FULL`), a 5 s busy timeout, 4 reader connections, the system clock.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_owned(),
+            synchronous: SqliteSynchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// Trades durability against power loss for speed: `synchronous = NORMAL` in WAL mode
+    /// still survives a crash of the process, not of the machine.
+    #[must_use]
+    pub fn relaxed_durability(mut self) -> Self {
+        self.synchronous = SqliteSynchronous::Normal;
+        self
+    }
+
+    /// How long a statement waits for a lock held by another process before failing
+    /// (transiently).
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The number of reader connections.
+    #[must_use]
+    pub fn readers(mut self, readers: u32) -> Self {
+        self.readers = readers.max(1);
+        self
+    }
+
+    /// The clock that stamps records.
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+struct Inner {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    clock: SharedClock,
+    appended: Notify,
+    path: PathBuf,
+}
+
+/// Event store, outbox, snapshot store, process store and inbox in one SQLite file.
+///
+/// Writes go through a single connection (`BEGIN IMMEDIATE`), so they never contend inside
+/// the process and the global position is gap-free; reads use a pool of WAL readers and never
+/// wait for writes. Clones share the pools.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with the default options, and applies
+    /// the migrations.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or a migration fails.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(SqliteOptions::new(path)).await
+    }
+
+    /// Opens a `sqlite://` URL (or a plain path) with the default options.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        Self::open(path).await
+    }
+
+    /// Opens the database with `options` and applies the migrations.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_with(options: SqliteOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(&format!("sqlite://{}", options.path.display()))
+            .map_err(db)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(options.synchronous)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(connect.clone())
+            .await
+            .map_err(db)?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                reader: SqlitePoolOptions::new()
+                    .max_connections(options.readers)
+                    .connect_with(connect.read_only(true))
+                    .await
+                    .map_err(db)?,
+                writer,
+                clock: options.clock,
+                appended: Notify::new(),
+                path: options.path,
+            }),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not applied yet, each in its own transaction. Idempotent.
+    ///
+    /// # Errors
+    /// When a migration fails; the ones before it stay applied.
+    pub async fn migrate(&self) -> Result<()> {
+        sqlx::query(sql::CREATE_MIGRATIONS)
+            .execute(&self.inner.writer)
+            .await
+            .map_err(db)?;
+        for migration in MIGRATIONS {
+            let mut tx = self
+                .inner
+                .writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(db)?;
+            let applied: Vec<i64> = sqlx::query_scalar(sql::APPLIED_MIGRATIONS)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            sqlx::raw_sql(migration.sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(sql::RECORD_MIGRATION)
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(self.now_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
+        }
+        Ok(())
+    }
+
+    /// Closes the pools; pending operations finish first.
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.inner.writer
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.inner.reader
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn now_micros(&self) -> i64 {
+        self.now().timestamp_micros()
+    }
+}
+
+fn codec(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Codec> {
+    let tag: String = row.try_get(column).map_err(db)?;
+    tag.parse().map_err(|e| corrupt("codec tag", e))
+}
+
+fn timestamp(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("timestamp", micros))
+}

@@ -1,0 +1,87 @@
+//! Every SQL statement of the SQLite backend.
+
+pub(super) const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS cqrs_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)";
+pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM cqrs_migrations ORDER BY version";
+pub(super) const RECORD_MIGRATION: &str =
+    "INSERT INTO cqrs_migrations (version, name, applied_at) VALUES (?, ?, ?)";
+
+pub(super) const STREAM_VERSION: &str =
+    "SELECT COALESCE(MAX(version), -1) FROM cqrs_events WHERE stream_id = ?";
+
+/// The head of a multi-row insert; [`EVENT_ROW`] is repeated once per event.
+pub(super) const INSERT_EVENTS: &str = "INSERT INTO cqrs_events (event_id, stream_id, stream_type, version, \
+     name, schema_version, codec, payload, metadata, recorded_at) VALUES ";
+pub(super) const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub(super) const RETURNING_POSITION: &str = " RETURNING position";
+
+macro_rules! event_columns {
+    () => {
+        "position, event_id, stream_id, stream_type, version, name, schema_version, codec, payload, \
+         metadata, recorded_at"
+    };
+}
+
+macro_rules! process_columns {
+    () => {
+        "process_type, id, version, completed, key, codec, schema_version, state"
+    };
+}
+
+pub(super) const LOAD_STREAM: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM cqrs_events WHERE stream_id = ? AND version >= ? ORDER BY version"
+);
+pub(super) const READ_ALL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM cqrs_events WHERE position > ? ORDER BY position LIMIT ?"
+);
+pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
+     e.name, e.schema_version, e.codec, e.payload, e.metadata, e.recorded_at \
+     FROM cqrs_outbox o JOIN cqrs_events e ON e.position = o.position ORDER BY o.position LIMIT ?";
+pub(super) const MARK_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE stream_id = ? AND version <= ?";
+
+pub(super) const LOAD_SNAPSHOT: &str = "SELECT stream_id, version, schema_version, codec, bytes, taken_at \
+     FROM cqrs_snapshots WHERE stream_id = ?";
+pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO cqrs_snapshots \
+     (stream_id, version, schema_version, codec, bytes, taken_at) VALUES (?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+     schema_version = excluded.schema_version, codec = excluded.codec, bytes = excluded.bytes, \
+     taken_at = excluded.taken_at";
+
+pub(super) const LOAD_PROCESS: &str = concat!(
+    "SELECT ",
+    process_columns!(),
+    " FROM cqrs_processes WHERE process_type = ? AND id = ?"
+);
+pub(super) const FIND_PROCESS_BY_KEY: &str = concat!(
+    "SELECT ",
+    process_columns!(),
+    " FROM cqrs_processes WHERE process_type = ? AND key = ? AND (completed = 0 OR ?) \
+     ORDER BY completed ASC, saved_seq DESC LIMIT 1"
+);
+pub(super) const PROCESS_VERSION: &str =
+    "SELECT version FROM cqrs_processes WHERE process_type = ? AND id = ?";
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO cqrs_processes \
+     (process_type, id, version, completed, key, codec, schema_version, state, saved_seq) \
+     VALUES (?, ?, 0, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(saved_seq), 0) + 1 FROM cqrs_processes))";
+pub(super) const UPDATE_PROCESS: &str = "UPDATE cqrs_processes SET version = version + 1, completed = ?, \
+     key = ?, codec = ?, schema_version = ?, state = ?, \
+     saved_seq = (SELECT MAX(saved_seq) + 1 FROM cqrs_processes) \
+     WHERE process_type = ? AND id = ? AND version = ?";
+pub(super) const INSERT_PROCESS_COMMAND: &str = "INSERT INTO cqrs_process_commands \
+     (process_type, id, message_id, name, schema_version, codec, payload, metadata, stored_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub(super) const PROCESS_COMMANDS: &str = "SELECT message_id, name, schema_version, codec, payload, metadata, \
+     stored_at FROM cqrs_process_commands WHERE process_type = ? AND id = ? ORDER BY seq";
+pub(super) const REMOVE_PROCESS_COMMAND: &str =
+    "DELETE FROM cqrs_process_commands WHERE process_type = ? AND id = ? AND message_id = ?";
+pub(super) const PROCESSES_WITH_PENDING: &str = "SELECT process_type, id FROM cqrs_process_commands \
+     WHERE stored_at < ? GROUP BY process_type, id ORDER BY MIN(seq) LIMIT ?";
+
+pub(super) const INBOX_CONTAINS: &str =
+    "SELECT EXISTS (SELECT 1 FROM cqrs_inbox WHERE handler = ? AND message_id = ?)";
+pub(super) const INBOX_RECORD: &str =
+    "INSERT OR IGNORE INTO cqrs_inbox (handler, message_id, processed_at) VALUES (?, ?, ?)";
