@@ -4,7 +4,8 @@
 //!
 //! | feature | type | what it is |
 //! |---|---|---|
-//! | `sqlite` (default) | [`SqliteStore`] | the embedded default: one file, WAL, one writer connection with `BEGIN IMMEDIATE`, a pool of readers |
+//! | `sqlite` (default) | `SqliteStore` | the embedded default: one file, WAL, one writer connection with `BEGIN IMMEDIATE`, a pool of readers |
+//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; LISTEN/NOTIFY wake-ups |
 //!
 //! A store implements the storage traits of `cqrs-core` over one database: `EventReader`,
 //! `EventAppender` and `EventOutbox` (the outbox row is written by the append's own
@@ -12,8 +13,8 @@
 //! transaction) and `InboxStore`. Every backend passes the conformance suite of
 //! `cqrs_core::testing::conformance` unchanged.
 //!
-//! Migrations are embedded per dialect, versioned and idempotent; [`SqliteStore::open`]
-//! applies them.
+//! Migrations are embedded per dialect, versioned and idempotent; opening a store applies them
+//! (`SqliteStore::open`, `PgStore::connect`), and `migrate` applies them explicitly.
 //!
 //! ## Example
 //!
@@ -46,8 +47,12 @@
 
 mod error;
 mod migrate;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use crate::postgres::{PgOptions, PgStore};
 #[cfg(feature = "sqlite")]
 pub use crate::sqlite::{SqliteOptions, SqliteStore};

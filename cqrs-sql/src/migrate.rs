@@ -8,6 +8,13 @@ pub(crate) struct Migration {
     pub(crate) sql: &'static str,
 }
 
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
 #[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] = &[Migration {
     version: 1,

@@ -137,17 +137,20 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
     );
     assert_eq!(store.load(&a, 0).await.unwrap().len(), 6);
 
-    // The global log: increasing positions, paged reads, each stream in version order.
+    // The global log: increasing positions, paged reads, each stream in version order. A
+    // gap-safe log may hold back events while older transactions run, so read until ours show.
     let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.read_all(after, 3).await.unwrap();
-        if page.is_empty() {
+    for _ in 0..500 {
+        all = read_whole_log(store).await;
+        if all
+            .iter()
+            .filter(|e| e.stream_id == a || e.stream_id == b)
+            .count()
+            >= 10
+        {
             break;
         }
-        assert!(page.len() <= 3);
-        after = page.last().unwrap().position;
-        all.extend(page);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ours: Vec<_> = all
         .iter()
@@ -207,6 +210,21 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
             .any(|e| e.stream_id == a || e.stream_id == b),
         "marked events leave the outbox"
     );
+}
+
+/// The whole global log, read in pages of 3.
+async fn read_whole_log<S: EventStore>(store: &S) -> Vec<crate::store::StoredEvent> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, 3).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().unwrap().position;
+        all.extend(page);
+    }
 }
 
 /// Persistent snapshots: taken every N events, used on load, and ignored (with a full replay)

@@ -1,0 +1,242 @@
+//! The PostgreSQL backend: several processes share one database.
+
+mod events;
+mod processes;
+mod sql;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_core::{Codec, Result, SharedClock, SystemClock};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+use tokio::sync::Notify;
+
+use crate::error::{corrupt, db};
+use crate::migrate::POSTGRES as MIGRATIONS;
+
+/// Settings of a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    url: String,
+    schema: Option<String>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    clock: SharedClock,
+}
+
+impl PgOptions {
+    /// Options for the database at `url` (`postgres://user@host:port/db`): 16 connections, a
+    /// 10 s acquire timeout, the `public` schema, the system clock.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+            clock: SystemClock::shared(),
+        }
+    }
+
+    /// Keeps every table in `schema` (created if missing), e.g. one per test run or tenant.
+    ///
+    /// The name must be a plain identifier: ASCII letters, digits and underscores.
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// The pool size.
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// The clock that stamps records.
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+struct Inner {
+    pool: PgPool,
+    clock: SharedClock,
+    appended: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+    schema: String,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Event store, outbox, snapshot store, process store and inbox in one PostgreSQL database,
+/// shared by any number of processes.
+///
+/// - An append is one statement: the version check, the events, the outbox rows and the
+///   wake-up notification together; concurrent appends are not serialized by any lock of ours.
+/// - [`read_all`](cqrs_core::EventReader::read_all) is gap-safe: it never returns an event while
+///   a transaction that could still commit an event before it is running, so a subscription
+///   never skips an event that committed late. Positions increase but are not dense.
+/// - Idle publishers wake through LISTEN/NOTIFY on `cqrs_appended`.
+///
+/// Clones share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl PgStore {
+    /// Connects with the default options and applies the migrations.
+    ///
+    /// # Errors
+    /// When the database cannot be reached (transient) or a migration fails.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(PgOptions::new(url)).await
+    }
+
+    /// Connects with `options` and applies the migrations.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); a permanent error for an invalid schema name.
+    pub async fn connect_with(options: PgOptions) -> Result<Self> {
+        let mut connect = PgConnectOptions::from_str(&options.url).map_err(db)?;
+        let schema = options.schema.clone().unwrap_or_else(|| "public".to_owned());
+        if !valid_identifier(&schema) {
+            return Err(cqrs_core::Error::permanent(format!(
+                "invalid schema name `{schema}`"
+            )));
+        }
+        if options.schema.is_some() {
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(connect.clone())
+                .await
+                .map_err(db)?;
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                .execute(&admin)
+                .await
+                .map_err(db)?;
+            admin.close().await;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(db)?;
+        let appended = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
+        listener.listen(sql::CHANNEL).await.map_err(db)?;
+        let wake = Arc::clone(&appended);
+        let listener = tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => wake.notify_one(),
+                    Err(error) => {
+                        // The listener reconnects on the next `recv`; callers also poll.
+                        tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                        wake.notify_one();
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        let store = Self {
+            inner: Arc::new(Inner {
+                pool,
+                clock: options.clock,
+                appended,
+                listener,
+                schema,
+            }),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not applied yet, under an advisory lock so that processes
+    /// starting together do not race. Idempotent.
+    ///
+    /// # Errors
+    /// When a migration fails; it is rolled back.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        sqlx::query(sql::MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(sql::CREATE_MIGRATIONS)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let applied: Vec<i64> = sqlx::query_scalar(sql::APPLIED_MIGRATIONS)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            sqlx::raw_sql(migration.sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(sql::RECORD_MIGRATION)
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The connection pool, for running a projection's own statements in the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema the tables live in.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.inner.listener.abort();
+        self.inner.pool.close().await;
+    }
+
+    fn now(&self) -> cqrs_core::chrono::DateTime<cqrs_core::chrono::Utc> {
+        self.inner.clock.now()
+    }
+}
+
+fn codec(row: &PgRow, column: &str) -> Result<Codec> {
+    let tag: String = row.try_get(column).map_err(db)?;
+    tag.parse().map_err(|e| corrupt("codec tag", e))
+}

@@ -1,0 +1,118 @@
+//! Every SQL statement of the PostgreSQL backend.
+
+/// Serializes migrators of several processes.
+pub(super) const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('cqrs_migrations'))";
+pub(super) const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS cqrs_migrations (
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM cqrs_migrations ORDER BY version";
+pub(super) const RECORD_MIGRATION: &str = "INSERT INTO cqrs_migrations (version, name) VALUES ($1, $2)";
+
+/// The channel appends notify, so idle publishers wake at once.
+pub(super) const CHANNEL: &str = "cqrs_appended";
+
+/// One statement per append: check the expected version, insert the events, fill the outbox,
+/// notify. `$3` is the expected version, NULL for any.
+pub(super) const APPEND: &str = "WITH cur AS (
+        SELECT COALESCE(MAX(version), -1) AS v FROM cqrs_events WHERE stream_id = $1
+    ), ok AS (
+        SELECT v FROM cur WHERE $3::bigint IS NULL OR v = $3::bigint
+    ), ins AS (
+        INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name,
+                                 schema_version, codec, payload, metadata, recorded_at)
+        SELECT (pg_current_xact_id()::text::bigint << 20) + e.ord, e.event_id, $1, $2, ok.v + e.ord,
+               e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $10
+        FROM ok, UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[])
+             WITH ORDINALITY AS e(event_id, name, schema_version, codec, payload, metadata, ord)
+        ORDER BY e.ord
+        RETURNING position, stream_id, version
+    ), outbox AS (
+        INSERT INTO cqrs_outbox (position, stream_id, version) SELECT position, stream_id, version FROM ins
+    ), notified AS (
+        SELECT pg_notify('cqrs_appended', '') FROM ins LIMIT 1
+    )
+    SELECT (SELECT v FROM cur) AS actual,
+           (SELECT MAX(position) FROM ins) AS last_position,
+           (SELECT MAX(version) FROM ins) AS last_version,
+           (SELECT count(*) FROM notified) AS notified";
+
+pub(super) const STREAM_VERSION: &str =
+    "SELECT COALESCE(MAX(version), -1) FROM cqrs_events WHERE stream_id = $1";
+
+macro_rules! event_columns {
+    () => {
+        "position, event_id, stream_id, stream_type, version, name, schema_version, codec, payload, \
+         metadata::text AS metadata, recorded_at"
+    };
+}
+
+macro_rules! process_columns {
+    () => {
+        "process_type, id, version, completed, key, codec, schema_version, state"
+    };
+}
+
+pub(super) const LOAD_STREAM: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM cqrs_events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
+);
+
+/// Only events of transactions older than every running one: no transaction that could still
+/// commit an event below these positions exists.
+pub(super) const READ_ALL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM cqrs_events WHERE position > $1 \
+     AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) \
+     ORDER BY position LIMIT $2"
+);
+pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
+     e.name, e.schema_version, e.codec, e.payload, e.metadata::text AS metadata, e.recorded_at \
+     FROM cqrs_outbox o JOIN cqrs_events e ON e.position = o.position ORDER BY o.position LIMIT $1";
+pub(super) const MARK_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE stream_id = $1 AND version <= $2";
+
+pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
+     FROM cqrs_snapshots WHERE stream_id = $1";
+pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO cqrs_snapshots \
+     (stream_id, version, schema_version, codec, bytes, taken_at) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
+     schema_version = excluded.schema_version, codec = excluded.codec, bytes = excluded.bytes, \
+     taken_at = excluded.taken_at";
+
+pub(super) const LOAD_PROCESS: &str = concat!(
+    "SELECT ",
+    process_columns!(),
+    " FROM cqrs_processes WHERE process_type = $1 AND id = $2"
+);
+pub(super) const FIND_PROCESS_BY_KEY: &str = concat!(
+    "SELECT ",
+    process_columns!(),
+    " FROM cqrs_processes WHERE process_type = $1 AND key = $2 AND (NOT completed OR $3) \
+     ORDER BY completed ASC, saved_seq DESC LIMIT 1"
+);
+pub(super) const PROCESS_VERSION: &str =
+    "SELECT version FROM cqrs_processes WHERE process_type = $1 AND id = $2";
+pub(super) const INSERT_PROCESS: &str = "INSERT INTO cqrs_processes \
+     (process_type, id, version, completed, key, codec, schema_version, state) \
+     VALUES ($1, $2, 0, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+pub(super) const UPDATE_PROCESS: &str = "UPDATE cqrs_processes SET version = version + 1, completed = $3, \
+     key = $4, codec = $5, schema_version = $6, state = $7, saved_seq = nextval('cqrs_process_saves') \
+     WHERE process_type = $1 AND id = $2 AND version = $8";
+pub(super) const INSERT_PROCESS_COMMANDS: &str = "INSERT INTO cqrs_process_commands \
+     (process_type, id, message_id, name, schema_version, codec, payload, metadata, stored_at) \
+     SELECT $1, $2, c.message_id, c.name, c.schema_version, c.codec, c.payload, c.metadata::jsonb, c.stored_at \
+     FROM UNNEST($3::text[], $4::text[], $5::int4[], $6::text[], $7::bytea[], $8::text[], $9::timestamptz[]) \
+          WITH ORDINALITY AS c(message_id, name, schema_version, codec, payload, metadata, stored_at, ord) \
+     ORDER BY c.ord";
+pub(super) const PROCESS_COMMANDS: &str = "SELECT message_id, name, schema_version, codec, payload, \
+     metadata::text AS metadata, stored_at FROM cqrs_process_commands \
+     WHERE process_type = $1 AND id = $2 ORDER BY seq";
+pub(super) const REMOVE_PROCESS_COMMAND: &str =
+    "DELETE FROM cqrs_process_commands WHERE process_type = $1 AND id = $2 AND message_id = $3";
+pub(super) const PROCESSES_WITH_PENDING: &str = "SELECT process_type, id FROM cqrs_process_commands \
+     WHERE stored_at < $1 GROUP BY process_type, id ORDER BY MIN(seq) LIMIT $2";
+
+pub(super) const INBOX_CONTAINS: &str =
+    "SELECT EXISTS (SELECT 1 FROM cqrs_inbox WHERE handler = $1 AND message_id = $2)";
+pub(super) const INBOX_RECORD: &str = "INSERT INTO cqrs_inbox (handler, message_id, processed_at) \
+     VALUES ($1, $2, now()) ON CONFLICT DO NOTHING";

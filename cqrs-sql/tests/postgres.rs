@@ -1,0 +1,174 @@
+//! The cqrs-core conformance suite, run unchanged against PostgreSQL (a fresh schema per test),
+//! and PostgreSQL's own guarantees: gap-safe reads of the global log.
+
+#![cfg(feature = "postgres")]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cqrs_core::testing::conformance;
+use cqrs_core::testing::sample::{InventoryEvent, SeatsAdded};
+use cqrs_core::uuid::Uuid;
+use cqrs_core::{
+    Codec, EventAppender, EventMetadata, EventReader, EventSet, ExpectedVersion, NewEvent, StreamId,
+};
+use cqrs_sql::PgStore;
+use tokio::sync::RwLock;
+
+/// The gap test holds a transaction open, which (by design) holds back every reader of the
+/// cluster: it runs alone, the other tests together.
+static CLUSTER: RwLock<()> = RwLock::const_new(());
+
+#[tokio::test]
+async fn event_store() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("events").await else {
+        return;
+    };
+    conformance::event_store(&store).await;
+}
+
+#[tokio::test]
+async fn snapshots() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("snapshots").await else {
+        return;
+    };
+    conformance::snapshots(store.clone(), store).await;
+}
+
+#[tokio::test]
+async fn process_store() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("processes").await else {
+        return;
+    };
+    conformance::process_store(store).await;
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_bad_schema_names_are_refused() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("migrate").await else {
+        return;
+    };
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let url = support::postgres_url().unwrap();
+    let error = PgStore::connect_with(cqrs_sql::PgOptions::new(url).schema("x; DROP TABLE y"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("invalid schema name"), "{error}");
+}
+
+fn one_event(n: u32) -> Vec<NewEvent> {
+    let event: InventoryEvent = SeatsAdded {
+        seat_type: n,
+        quantity: 1,
+    }
+    .into();
+    vec![NewEvent {
+        event_id: Uuid::now_v7(),
+        payload: event.encode(Codec::Json).unwrap(),
+        metadata: EventMetadata::default(),
+    }]
+}
+
+/// Reads the whole log from `after` on, as a subscription does.
+async fn read_from(store: &PgStore, after: &mut u64, seen: &mut Vec<(StreamId, i64, u64)>) {
+    loop {
+        let page = store.read_all(*after, 100).await.unwrap();
+        if page.is_empty() {
+            return;
+        }
+        for e in &page {
+            seen.push((e.stream_id.clone(), e.version, e.position));
+        }
+        *after = page.last().unwrap().position;
+    }
+}
+
+/// An early transaction holds its append uncommitted while 8 concurrent writers append and a
+/// subscription keeps reading; when it commits, the subscription delivers its event too: every
+/// event exactly once, each stream in version order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_never_skips_an_event_that_commits_late() {
+    let _alone = CLUSTER.write().await;
+    let Some(store) = support::postgres("gaps").await else {
+        return;
+    };
+
+    // The early transaction: assigned its position first, committed last.
+    let mut early = store.pool().begin().await.unwrap();
+    let early_stream = StreamId::new("early");
+    let event: InventoryEvent = SeatsAdded {
+        seat_type: 0,
+        quantity: 1,
+    }
+    .into();
+    sqlx::query(
+        "INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name, schema_version, \
+         codec, payload, metadata, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 20) + 1, $1, 'early', 'Test', 0, $2, 1, 'json', $3, '{}', now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event.name())
+    .bind(event.encode(Codec::Json).unwrap().bytes.to_vec())
+    .execute(&mut *early)
+    .await
+    .unwrap();
+
+    let writers = (0..8).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new(format!("writer-{w}"));
+            for version in 0..25 {
+                store
+                    .append(&stream, "Test", ExpectedVersion::Exact(version - 1), one_event(w))
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let reading = async {
+        let mut writers: Vec<_> = writers.collect();
+        while !writers.iter().all(|w| w.is_finished()) {
+            read_from(&store, &mut after, &mut seen).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for w in writers.drain(..) {
+            w.await.unwrap();
+        }
+    };
+    reading.await;
+    read_from(&store, &mut after, &mut seen).await;
+    assert!(
+        seen.is_empty(),
+        "nothing is delivered past a running earlier transaction: {}",
+        seen.len()
+    );
+
+    early.commit().await.unwrap();
+    read_from(&store, &mut after, &mut seen).await;
+
+    assert_eq!(seen.len(), 8 * 25 + 1, "every event, the late one included");
+    let unique: HashSet<_> = seen.iter().map(|(s, v, _)| (s.clone(), *v)).collect();
+    assert_eq!(unique.len(), seen.len(), "no event twice");
+    assert!(seen.iter().any(|(s, _, _)| s == &early_stream));
+    let mut by_stream: HashMap<&StreamId, Vec<i64>> = HashMap::new();
+    for (stream, version, _) in &seen {
+        by_stream.entry(stream).or_default().push(*version);
+    }
+    for (stream, versions) in by_stream {
+        assert_eq!(
+            versions,
+            (0..versions.len() as i64).collect::<Vec<_>>(),
+            "{stream} in order"
+        );
+    }
+    assert!(seen.windows(2).all(|w| w[0].2 < w[1].2), "positions increase");
+}
