@@ -9,6 +9,11 @@ async fn event_store() {
 }
 
 #[tokio::test]
+async fn concurrent_appends() {
+    conformance::concurrent_appends(&MemoryEventStore::new()).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     conformance::snapshots(MemoryEventStore::new(), MemorySnapshotStore::new()).await;
 }

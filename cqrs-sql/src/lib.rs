@@ -46,6 +46,7 @@
 //! error, never a panic.
 
 mod error;
+mod group;
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -31,6 +31,37 @@ async fn event_store() {
 }
 
 #[tokio::test]
+async fn group_commit_fails_only_the_conflicting_append() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("group").await else {
+        return;
+    };
+    let (batches, appends) = store.group_commit_stats().unwrap();
+    conformance::concurrent_appends(&store).await;
+    let (batches_after, appends_after) = store.group_commit_stats().unwrap();
+    assert_eq!(
+        appends_after - appends,
+        64 + 64,
+        "64 creations, then 64 concurrent appends"
+    );
+    assert!(
+        batches_after - batches < 64 + 64,
+        "concurrent appends shared statements"
+    );
+
+    let url = support::postgres_url().unwrap();
+    let plain = PgStore::connect_with(
+        cqrs_sql::PgOptions::new(url)
+            .schema(support::fresh_schema("plain"))
+            .group_commit(false),
+    )
+    .await
+    .unwrap();
+    assert!(plain.group_commit_stats().is_none());
+    conformance::concurrent_appends(&plain).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("snapshots").await else {

@@ -212,6 +212,52 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
     );
 }
 
+/// 64 concurrent appends to distinct streams, one with a wrong expected version: 63 succeed,
+/// that one alone fails with a conflict, and nothing else is rolled back (the shape group
+/// commit must keep).
+///
+/// # Panics
+/// On any violation.
+pub async fn concurrent_appends<S: EventStore>(store: &S) {
+    let streams: Vec<StreamId> = (0..64)
+        .map(|i| StreamId::new(format!("conc-{i}-{}", Uuid::now_v7())))
+        .collect();
+    for stream in &streams {
+        store
+            .append(stream, "Conf", ExpectedVersion::NO_STREAM, batch(0, 1))
+            .await
+            .unwrap();
+    }
+    let appends = streams.iter().enumerate().map(|(i, stream)| {
+        let expected = if i == 17 {
+            ExpectedVersion::Exact(5)
+        } else {
+            ExpectedVersion::Exact(0)
+        };
+        store.append(stream, "Conf", expected, batch(i as u32, 2))
+    });
+    let outcomes = join_all(appends).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 17 {
+            let error = outcome.as_ref().unwrap_err();
+            assert!(matches!(error, Error::Conflict { actual: 0, .. }), "{error}");
+        } else {
+            assert_eq!(outcome.as_ref().unwrap().last_version, 2, "append {i}");
+        }
+    }
+    for (i, stream) in streams.iter().enumerate() {
+        let versions: Vec<i64> = store
+            .load(stream, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        let expected: &[i64] = if i == 17 { &[0] } else { &[0, 1, 2] };
+        assert_eq!(versions, expected, "stream {i}");
+    }
+}
+
 /// The whole global log, read in pages of 3.
 async fn read_whole_log<S: EventStore>(store: &S) -> Vec<crate::store::StoredEvent> {
     let mut all = Vec::new();

@@ -3,13 +3,14 @@
 use cqrs_core::chrono::{DateTime, Utc};
 use cqrs_core::{
     AppendResult, Error, EventAppender, EventMetadata, EventOutbox, EventReader, ExpectedVersion, NewEvent,
-    Payload, Result, Snapshot, SnapshotStore, StoredEvent, StreamId,
+    Payload, Result, SharedClock, Snapshot, SnapshotStore, StoredEvent, StreamId,
 };
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgPool, PgRow};
 
 use super::{PgStore, codec, sql};
 use crate::error::{corrupt, db, is_unique_violation};
+use crate::group::{self, AppendRequest, BatchWriter};
 
 /// The most events one transaction can append: the position keeps 20 bits for the ordinal.
 const MAX_EVENTS_PER_APPEND: usize = (1 << 20) - 1;
@@ -38,16 +39,6 @@ fn events(rows: &[PgRow]) -> Result<Vec<StoredEvent>> {
     rows.iter().map(event).collect()
 }
 
-impl PgStore {
-    async fn stream_version(&self, stream: &StreamId) -> Result<i64> {
-        sqlx::query_scalar(sql::STREAM_VERSION)
-            .bind(stream.as_str())
-            .fetch_one(self.pool())
-            .await
-            .map_err(db)
-    }
-}
-
 impl EventReader for PgStore {
     async fn load(&self, stream: &StreamId, from_version: i64) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(sql::LOAD_STREAM)
@@ -70,6 +61,133 @@ impl EventReader for PgStore {
     }
 }
 
+/// Writes batches of appends to distinct streams in one statement.
+#[derive(Clone)]
+pub(super) struct PgAppender {
+    pub(super) pool: PgPool,
+    pub(super) clock: SharedClock,
+}
+
+impl PgAppender {
+    async fn try_write(&self, batch: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>, sqlx::Error> {
+        let total: usize = batch.iter().map(|r| r.events.len()).sum();
+        let mut appends = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut events = (
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+            Vec::with_capacity(total),
+        );
+        for (idx, request) in batch.iter().enumerate() {
+            let idx = idx as i32;
+            appends.0.push(idx);
+            appends.1.push(request.stream.as_str());
+            appends.2.push(request.stream_type.as_str());
+            appends.3.push(match request.expected {
+                ExpectedVersion::Any => None,
+                ExpectedVersion::Exact(v) => Some(v),
+            });
+            for event in &request.events {
+                events.0.push(idx);
+                events.1.push(event.event_id);
+                events.2.push(event.payload.name.as_str());
+                events.3.push(event.payload.schema_version as i32);
+                events.4.push(event.payload.codec.tag());
+                events.5.push(event.payload.bytes.as_ref());
+                // Optional strings and a string map: serializing cannot fail.
+                events
+                    .6
+                    .push(serde_json::to_string(&event.metadata).unwrap_or_default());
+            }
+        }
+        let rows = sqlx::query(sql::APPEND_BATCH)
+            .bind(&appends.0)
+            .bind(&appends.1)
+            .bind(&appends.2)
+            .bind(&appends.3)
+            .bind(&events.0)
+            .bind(&events.1)
+            .bind(&events.2)
+            .bind(&events.3)
+            .bind(&events.4)
+            .bind(&events.5)
+            .bind(&events.6)
+            .bind(self.clock.now())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for (row, request) in rows.iter().zip(batch) {
+            let actual: i64 = row.try_get("actual")?;
+            let last_position: Option<i64> = row.try_get("last_position")?;
+            let last_version: Option<i64> = row.try_get("last_version")?;
+            results.push(match (last_position, last_version) {
+                (Some(position), Some(version)) => Ok(AppendResult {
+                    last_version: version,
+                    last_position: position as u64,
+                }),
+                _ if request.expected.matches(actual) => Ok(AppendResult {
+                    last_version: actual,
+                    last_position: 0,
+                }),
+                _ => Err(Error::Conflict {
+                    stream: request.stream.to_string(),
+                    expected: request.expected,
+                    actual,
+                }),
+            });
+        }
+        Ok(results)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<i64> {
+        sqlx::query_scalar(sql::STREAM_VERSION)
+            .bind(stream.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+}
+
+impl PgAppender {
+    /// One append alone: a unique violation means another writer won the race.
+    async fn write_one(&self, request: &AppendRequest) -> Result<AppendResult> {
+        match self.try_write(std::slice::from_ref(request)).await {
+            Ok(mut results) => results.pop().expect("one result per append"),
+            Err(error) if is_unique_violation(&error) => Err(Error::Conflict {
+                stream: request.stream.to_string(),
+                expected: request.expected,
+                actual: self.stream_version(&request.stream).await?,
+            }),
+            Err(error) => Err(db(error)),
+        }
+    }
+}
+
+impl BatchWriter for PgAppender {
+    async fn write(&self, batch: &[AppendRequest]) -> Vec<Result<AppendResult>> {
+        match self.try_write(batch).await {
+            Ok(results) => results,
+            // Another process appended to one of the streams between our check and our insert:
+            // the statement failed whole, so write the appends one by one and let only the
+            // loser fail.
+            Err(error) if is_unique_violation(&error) => {
+                let mut results = Vec::with_capacity(batch.len());
+                for request in batch {
+                    results.push(self.write_one(request).await);
+                }
+                results
+            }
+            Err(error) => {
+                let error = db(error);
+                batch.iter().map(|_| Err(group::for_each(&error))).collect()
+            }
+        }
+    }
+}
+
 impl EventAppender for PgStore {
     async fn append(
         &self,
@@ -78,86 +196,21 @@ impl EventAppender for PgStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        let expected_version = match expected {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::Exact(v) => Some(v),
-        };
-        if events.is_empty() {
-            let actual = self.stream_version(stream).await?;
-            if !expected.matches(actual) {
-                return Err(Error::Conflict {
-                    stream: stream.to_string(),
-                    expected,
-                    actual,
-                });
-            }
-            return Ok(AppendResult {
-                last_version: actual,
-                last_position: 0,
-            });
-        }
         if events.len() > MAX_EVENTS_PER_APPEND {
             return Err(Error::permanent(format!(
                 "an append holds at most {MAX_EVENTS_PER_APPEND} events, not {}",
                 events.len()
             )));
         }
-        let n = events.len();
-        let (mut ids, mut names, mut schemas, mut codecs, mut payloads, mut metadata) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for event in events {
-            ids.push(event.event_id);
-            names.push(event.payload.name);
-            schemas.push(event.payload.schema_version as i32);
-            codecs.push(event.payload.codec.tag());
-            payloads.push(event.payload.bytes.to_vec());
-            metadata.push(serde_json::to_string(&event.metadata).map_err(Error::permanent)?);
-        }
-        let outcome = sqlx::query(sql::APPEND)
-            .bind(stream.as_str())
-            .bind(stream_type)
-            .bind(expected_version)
-            .bind(&ids)
-            .bind(&names)
-            .bind(&schemas)
-            .bind(&codecs)
-            .bind(&payloads)
-            .bind(&metadata)
-            .bind(self.now())
-            .fetch_one(self.pool())
-            .await;
-        let row = match outcome {
-            Ok(row) => row,
-            // Another writer appended the same version between our check and our insert.
-            Err(error) if is_unique_violation(&error) => {
-                let actual = self.stream_version(stream).await?;
-                return Err(Error::Conflict {
-                    stream: stream.to_string(),
-                    expected,
-                    actual,
-                });
-            }
-            Err(error) => return Err(db(error)),
+        let request = AppendRequest {
+            stream: stream.clone(),
+            stream_type: stream_type.to_owned(),
+            expected,
+            events,
         };
-        let actual: i64 = row.try_get("actual").map_err(db)?;
-        let last_position: Option<i64> = row.try_get("last_position").map_err(db)?;
-        let last_version: Option<i64> = row.try_get("last_version").map_err(db)?;
-        match (last_position, last_version) {
-            (Some(position), Some(version)) => Ok(AppendResult {
-                last_version: version,
-                last_position: position as u64,
-            }),
-            _ => Err(Error::Conflict {
-                stream: stream.to_string(),
-                expected,
-                actual,
-            }),
+        match &self.inner.group {
+            Some(group) => group.append(request).await,
+            None => self.inner.appender.write_one(&request).await,
         }
     }
 }

@@ -14,8 +14,13 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
 
+use self::events::PgAppender;
 use crate::error::{corrupt, db};
+use crate::group::GroupCommit;
 use crate::migrate::POSTGRES as MIGRATIONS;
+
+/// The most events one group-commit statement takes.
+const MAX_BATCH_EVENTS: usize = 5_000;
 
 /// Settings of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -24,6 +29,7 @@ pub struct PgOptions {
     schema: Option<String>,
     max_connections: u32,
     acquire_timeout: Duration,
+    group_commit: bool,
     clock: SharedClock,
 }
 
@@ -36,8 +42,17 @@ impl PgOptions {
             schema: None,
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            group_commit: true,
             clock: SystemClock::shared(),
         }
+    }
+
+    /// Turns group commit on (the default) or off. On, concurrent appends of this process are
+    /// written together in one statement, each still checked and answered on its own.
+    #[must_use]
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
     }
 
     /// Keeps every table in `schema` (created if missing), e.g. one per test run or tenant.
@@ -66,7 +81,8 @@ impl PgOptions {
 
 struct Inner {
     pool: PgPool,
-    clock: SharedClock,
+    appender: PgAppender,
+    group: Option<GroupCommit>,
     appended: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
     schema: String,
@@ -166,10 +182,18 @@ impl PgStore {
                 }
             }
         });
+        let appender = PgAppender {
+            pool: pool.clone(),
+            clock: Arc::clone(&options.clock),
+        };
+        let group = options
+            .group_commit
+            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS));
         let store = Self {
             inner: Arc::new(Inner {
+                appender,
+                group,
                 pool,
-                clock: options.clock,
                 appended,
                 listener,
                 schema,
@@ -225,14 +249,15 @@ impl PgStore {
         &self.inner.schema
     }
 
+    /// `(batches, appends)` written by group commit so far; `None` when it is off.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        self.inner.group.as_ref().map(GroupCommit::stats)
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.inner.listener.abort();
         self.inner.pool.close().await;
-    }
-
-    fn now(&self) -> cqrs_core::chrono::DateTime<cqrs_core::chrono::Utc> {
-        self.inner.clock.now()
     }
 }
 

@@ -10,19 +10,26 @@ pub(super) const RECORD_MIGRATION: &str = "INSERT INTO cqrs_migrations (version,
 /// The channel appends notify, so idle publishers wake at once.
 pub(super) const CHANNEL: &str = "cqrs_appended";
 
-/// One statement per append: check the expected version, insert the events, fill the outbox,
-/// notify. `$3` is the expected version, NULL for any.
-pub(super) const APPEND: &str = "WITH cur AS (
-        SELECT COALESCE(MAX(version), -1) AS v FROM cqrs_events WHERE stream_id = $1
+/// One statement per batch of appends to distinct streams (a single append is a batch of
+/// one): each append's expected version is checked (NULL: any), the events of the appends that
+/// pass are inserted with the outbox rows, and idle publishers are notified. One row per
+/// append: its index, the stream's version before, and what was written (NULL if nothing).
+pub(super) const APPEND_BATCH: &str = "WITH appends AS (
+        SELECT a.idx, a.stream_id, a.stream_type, a.expected,
+               (SELECT COALESCE(MAX(ev.version), -1) FROM cqrs_events ev WHERE ev.stream_id = a.stream_id) AS v
+        FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::int8[]) AS a(idx, stream_id, stream_type, expected)
     ), ok AS (
-        SELECT v FROM cur WHERE $3::bigint IS NULL OR v = $3::bigint
+        SELECT * FROM appends WHERE expected IS NULL OR v = expected
+    ), input AS (
+        SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.append_idx ORDER BY e.ord) AS n
+        FROM UNNEST($5::int4[], $6::uuid[], $7::text[], $8::int4[], $9::text[], $10::bytea[], $11::text[])
+             WITH ORDINALITY AS e(append_idx, event_id, name, schema_version, codec, payload, metadata, ord)
     ), ins AS (
         INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name,
                                  schema_version, codec, payload, metadata, recorded_at)
-        SELECT (pg_current_xact_id()::text::bigint << 20) + e.ord, e.event_id, $1, $2, ok.v + e.ord,
-               e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $10
-        FROM ok, UNNEST($4::uuid[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[])
-             WITH ORDINALITY AS e(event_id, name, schema_version, codec, payload, metadata, ord)
+        SELECT (pg_current_xact_id()::text::bigint << 20) + e.ord, e.event_id, ok.stream_id, ok.stream_type,
+               ok.v + e.n, e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $12
+        FROM input e JOIN ok ON ok.idx = e.append_idx
         ORDER BY e.ord
         RETURNING position, stream_id, version
     ), outbox AS (
@@ -30,10 +37,11 @@ pub(super) const APPEND: &str = "WITH cur AS (
     ), notified AS (
         SELECT pg_notify('cqrs_appended', '') FROM ins LIMIT 1
     )
-    SELECT (SELECT v FROM cur) AS actual,
-           (SELECT MAX(position) FROM ins) AS last_position,
-           (SELECT MAX(version) FROM ins) AS last_version,
-           (SELECT count(*) FROM notified) AS notified";
+    SELECT a.idx, a.v AS actual, MAX(i.position) AS last_position, MAX(i.version) AS last_version,
+           (SELECT count(*) FROM notified) AS notified
+    FROM appends a LEFT JOIN ins i ON i.stream_id = a.stream_id
+    GROUP BY a.idx, a.v
+    ORDER BY a.idx";
 
 pub(super) const STREAM_VERSION: &str =
     "SELECT COALESCE(MAX(version), -1) FROM cqrs_events WHERE stream_id = $1";

@@ -1,15 +1,19 @@
 //! Event store, outbox and snapshots on SQLite.
 
+use std::sync::Arc;
+
 use cqrs_core::uuid::Uuid;
 use cqrs_core::{
     AppendResult, Error, EventAppender, EventMetadata, EventOutbox, EventReader, ExpectedVersion, NewEvent,
-    Payload, Result, Snapshot, SnapshotStore, StoredEvent, StreamId,
+    Payload, Result, SharedClock, Snapshot, SnapshotStore, StoredEvent, StreamId,
 };
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::Notify;
 
 use super::{SqliteStore, codec, sql, timestamp};
 use crate::error::{corrupt, db};
+use crate::group::{self, AppendRequest, BatchWriter};
 
 /// Events per INSERT statement: 10 parameters each, well under SQLite's variable limit.
 const ROWS_PER_INSERT: usize = 500;
@@ -74,6 +78,92 @@ impl EventReader for SqliteStore {
     }
 }
 
+/// Writes batches of appends through the single writer connection, one `BEGIN IMMEDIATE`
+/// transaction (and one durable commit) per batch.
+#[derive(Clone)]
+pub(super) struct SqliteAppender {
+    pub(super) writer: SqlitePool,
+    pub(super) clock: SharedClock,
+    pub(super) appended: Arc<Notify>,
+}
+
+impl SqliteAppender {
+    async fn try_write(&self, batch: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
+        let recorded_at = self.clock.now().timestamp_micros();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for request in batch {
+            results.push(append_in(&mut tx, request, recorded_at).await?);
+        }
+        tx.commit().await.map_err(db)?;
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|a| a.last_position > 0))
+        {
+            self.appended.notify_one();
+        }
+        Ok(results)
+    }
+}
+
+impl BatchWriter for SqliteAppender {
+    async fn write(&self, batch: &[AppendRequest]) -> Vec<Result<AppendResult>> {
+        match self.try_write(batch).await {
+            Ok(results) => results,
+            Err(error) => batch.iter().map(|_| Err(group::for_each(&error))).collect(),
+        }
+    }
+}
+
+/// One append inside the batch's transaction: the outer error aborts the batch, the inner one
+/// (a conflict) fails only this append.
+async fn append_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    request: &AppendRequest,
+    recorded_at: i64,
+) -> Result<Result<AppendResult>> {
+    let stream = request.stream.as_str();
+    let actual: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
+        .bind(stream)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+    if !request.expected.matches(actual) {
+        return Ok(Err(Error::Conflict {
+            stream: stream.to_owned(),
+            expected: request.expected,
+            actual,
+        }));
+    }
+    let mut version = actual;
+    let mut last_position = 0;
+    for chunk in request.events.chunks(ROWS_PER_INSERT) {
+        let mut query = sqlx::query(AssertSqlSafe(insert_sql(chunk.len())));
+        for event in chunk {
+            version += 1;
+            let metadata = serde_json::to_string(&event.metadata).map_err(Error::permanent)?;
+            query = query
+                .bind(event.event_id.to_string())
+                .bind(stream)
+                .bind(request.stream_type.as_str())
+                .bind(version)
+                .bind(event.payload.name.as_str())
+                .bind(i64::from(event.payload.schema_version))
+                .bind(event.payload.codec.tag())
+                .bind(event.payload.bytes.to_vec())
+                .bind(metadata);
+            query = query.bind(recorded_at);
+        }
+        for row in query.fetch_all(&mut **tx).await.map_err(db)? {
+            last_position = last_position.max(row.try_get::<i64, _>(0).map_err(db)?);
+        }
+    }
+    Ok(Ok(AppendResult {
+        last_version: version,
+        last_position: last_position as u64,
+    }))
+}
+
 impl EventAppender for SqliteStore {
     async fn append(
         &self,
@@ -82,64 +172,19 @@ impl EventAppender for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        let recorded_at = self.now_micros();
-        let rows: Vec<(String, String)> = events
-            .iter()
-            .map(|e| {
-                let metadata = serde_json::to_string(&e.metadata).map_err(Error::permanent)?;
-                Ok((e.event_id.to_string(), metadata))
-            })
-            .collect::<Result<_>>()?;
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let actual: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
-            .bind(stream.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        if !expected.matches(actual) {
-            return Err(Error::Conflict {
-                stream: stream.to_string(),
-                expected,
-                actual,
-            });
-        }
-        let mut version = actual;
-        let mut last_position = 0;
-        for (chunk, ids) in events.chunks(ROWS_PER_INSERT).zip(rows.chunks(ROWS_PER_INSERT)) {
-            let statement = insert_sql(chunk.len());
-            let mut query = sqlx::query(AssertSqlSafe(statement));
-            for (event, (event_id, metadata)) in chunk.iter().zip(ids) {
-                version += 1;
-                query = query
-                    .bind(event_id.as_str())
-                    .bind(stream.as_str())
-                    .bind(stream_type)
-                    .bind(version)
-                    .bind(event.payload.name.as_str())
-                    .bind(i64::from(event.payload.schema_version))
-                    .bind(event.payload.codec.tag())
-                    .bind(event.payload.bytes.as_ref())
-                    .bind(metadata.as_str())
-                    .bind(recorded_at);
+        let request = AppendRequest {
+            stream: stream.clone(),
+            stream_type: stream_type.to_owned(),
+            expected,
+            events,
+        };
+        match &self.inner.group {
+            Some(group) => group.append(request).await,
+            None => {
+                let mut results = self.inner.appender.write(std::slice::from_ref(&request)).await;
+                results.pop().expect("one result per append")
             }
-            let positions: Vec<i64> = query
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()
-                .map_err(db)?;
-            last_position = last_position.max(positions.into_iter().max().unwrap_or(0));
         }
-        tx.commit().await.map_err(db)?;
-        if !events.is_empty() {
-            self.inner.appended.notify_one();
-        }
-        Ok(AppendResult {
-            last_version: version,
-            last_position: last_position as u64,
-        })
     }
 }
 

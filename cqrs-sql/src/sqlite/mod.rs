@@ -16,8 +16,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
+use self::events::SqliteAppender;
 use crate::error::{corrupt, db};
+use crate::group::GroupCommit;
 use crate::migrate::SQLITE as MIGRATIONS;
+
+/// The most events one group-commit transaction takes.
+const MAX_BATCH_EVENTS: usize = 10_000;
 
 /// Settings of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -26,6 +31,7 @@ pub struct SqliteOptions {
     synchronous: SqliteSynchronous,
     busy_timeout: Duration,
     readers: u32,
+    group_commit: bool,
     clock: SharedClock,
 }
 
@@ -38,8 +44,17 @@ impl SqliteOptions {
             synchronous: SqliteSynchronous::Full,
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            group_commit: true,
             clock: SystemClock::shared(),
         }
+    }
+
+    /// Turns group commit on (the default) or off. On, concurrent appends are written together
+    /// in one transaction with one durable commit, each still checked and answered on its own.
+    #[must_use]
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
+        self
     }
 
     /// Trades durability against power loss for speed: `synchronous = NORMAL` in WAL mode
@@ -77,7 +92,9 @@ struct Inner {
     writer: SqlitePool,
     reader: SqlitePool,
     clock: SharedClock,
-    appended: Notify,
+    appended: Arc<Notify>,
+    appender: SqliteAppender,
+    group: Option<GroupCommit>,
     path: PathBuf,
 }
 
@@ -140,6 +157,15 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await
             .map_err(db)?;
+        let appended = Arc::new(Notify::new());
+        let appender = SqliteAppender {
+            writer: writer.clone(),
+            clock: Arc::clone(&options.clock),
+            appended: Arc::clone(&appended),
+        };
+        let group = options
+            .group_commit
+            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS));
         let store = Self {
             inner: Arc::new(Inner {
                 reader: SqlitePoolOptions::new()
@@ -149,7 +175,9 @@ impl SqliteStore {
                     .map_err(db)?,
                 writer,
                 clock: options.clock,
-                appended: Notify::new(),
+                appended,
+                appender,
+                group,
                 path: options.path,
             }),
         };
@@ -196,6 +224,11 @@ impl SqliteStore {
             );
         }
         Ok(())
+    }
+
+    /// `(batches, appends)` written by group commit so far; `None` when it is off.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        self.inner.group.as_ref().map(GroupCommit::stats)
     }
 
     /// Closes the pools; pending operations finish first.
