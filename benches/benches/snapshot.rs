@@ -77,7 +77,7 @@ fn rehydrate(c: &mut Criterion) {
             }
             base
         });
-        rt.block_on(snapshots.save(Snapshot {
+        rt.block_on(snapshots.save_snapshot(Snapshot {
             stream_id: StreamId::for_aggregate("Inventory", id),
             version: at,
             schema_version: Inventory::MEMENTO_VERSION,

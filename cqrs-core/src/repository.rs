@@ -251,7 +251,7 @@ impl<A: Originator, P: SnapshotStore> MementoStrategy<A> for Mementos<A, P> {
                 return Some((Root::restore(id, cached.version, cached.memento), cached.fresh));
             }
             self.policy.every?;
-            let snapshot = match self.policy.snapshots.load(stream).await {
+            let snapshot = match self.policy.snapshots.load_snapshot(stream).await {
                 Ok(found) => found?,
                 Err(error) => {
                     tracing::warn!(%stream, %error, "snapshot store failed; replaying the stream");
@@ -302,7 +302,7 @@ impl<A: Originator, P: SnapshotStore> MementoStrategy<A> for Mementos<A, P> {
                 bytes: bytes.into(),
                 taken_at: self.policy.clock.now(),
             };
-            if let Err(error) = self.policy.snapshots.save(snapshot).await {
+            if let Err(error) = self.policy.snapshots.save_snapshot(snapshot).await {
                 tracing::warn!(%stream, %error, "snapshot not stored");
             }
         })

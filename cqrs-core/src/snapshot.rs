@@ -32,18 +32,18 @@ pub struct Snapshot {
 /// Snapshots are a disposable cache: losing one only costs a replay.
 pub trait SnapshotStore: Send + Sync {
     /// The latest snapshot of `stream`, if any.
-    fn load(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>>> + Send;
+    fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>>> + Send;
 
     /// Stores `snapshot`, replacing an older one of the same stream.
-    fn save(&self, snapshot: Snapshot) -> impl Future<Output = Result<()>> + Send;
+    fn save_snapshot(&self, snapshot: Snapshot) -> impl Future<Output = Result<()>> + Send;
 }
 
 impl<T: SnapshotStore> SnapshotStore for Arc<T> {
-    fn load(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>>> + Send {
-        (**self).load(stream)
+    fn load_snapshot(&self, stream: &StreamId) -> impl Future<Output = Result<Option<Snapshot>>> + Send {
+        (**self).load_snapshot(stream)
     }
-    fn save(&self, snapshot: Snapshot) -> impl Future<Output = Result<()>> + Send {
-        (**self).save(snapshot)
+    fn save_snapshot(&self, snapshot: Snapshot) -> impl Future<Output = Result<()>> + Send {
+        (**self).save_snapshot(snapshot)
     }
 }
 
@@ -52,10 +52,10 @@ impl<T: SnapshotStore> SnapshotStore for Arc<T> {
 pub struct NoSnapshots;
 
 impl SnapshotStore for NoSnapshots {
-    async fn load(&self, _stream: &StreamId) -> Result<Option<Snapshot>> {
+    async fn load_snapshot(&self, _stream: &StreamId) -> Result<Option<Snapshot>> {
         Ok(None)
     }
-    async fn save(&self, _snapshot: Snapshot) -> Result<()> {
+    async fn save_snapshot(&self, _snapshot: Snapshot) -> Result<()> {
         Ok(())
     }
 }

@@ -27,11 +27,11 @@ impl MemorySnapshotStore {
 }
 
 impl SnapshotStore for MemorySnapshotStore {
-    async fn load(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         Ok(self.snapshots.get(stream).map(|s| s.clone()))
     }
 
-    async fn save(&self, snapshot: Snapshot) -> Result<()> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         self.snapshots.insert(snapshot.stream_id.clone(), snapshot);
         Ok(())
     }

@@ -297,7 +297,7 @@ where
     }
     snapshotting.save(&mut root, None).await.unwrap();
     let snapshot = snapshots
-        .load(&stream)
+        .load_snapshot(&stream)
         .await
         .unwrap()
         .expect("a snapshot was taken");
@@ -326,7 +326,7 @@ where
         version: 24,
         ..snapshot.clone()
     };
-    snapshots.save(lying).await.unwrap();
+    snapshots.save_snapshot(lying).await.unwrap();
     assert_eq!(
         snapshotting.get(id).await.unwrap().available(0),
         0,
@@ -344,7 +344,7 @@ where
             ..snapshot.clone()
         },
     ] {
-        snapshots.save(bad).await.unwrap();
+        snapshots.save_snapshot(bad).await.unwrap();
         let loaded = snapshotting.get(id).await.unwrap();
         assert_eq!(loaded.state(), replayed.state());
         assert_eq!(loaded.version(), 24);

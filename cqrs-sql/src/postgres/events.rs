@@ -241,7 +241,7 @@ impl EventOutbox for PgStore {
 }
 
 impl SnapshotStore for PgStore {
-    async fn load(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         let Some(row) = sqlx::query(sql::LOAD_SNAPSHOT)
             .bind(stream.as_str())
             .fetch_optional(self.pool())
@@ -260,7 +260,7 @@ impl SnapshotStore for PgStore {
         }))
     }
 
-    async fn save(&self, snapshot: Snapshot) -> Result<()> {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         sqlx::query(sql::SAVE_SNAPSHOT)
             .bind(snapshot.stream_id.as_str())
             .bind(snapshot.version)
