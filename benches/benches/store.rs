@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_benches::runtime;
 use cqrs_core::testing::sample::{Inventory, InventoryEvent, SeatsAdded};
 use cqrs_core::uuid::Uuid;
 use cqrs_core::{
@@ -16,6 +15,7 @@ use cqrs_core::{
 use cqrs_sql::{PgOptions, PgStore, SqliteOptions, SqliteStore};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tempfile::TempDir;
+use tokio::runtime::Runtime;
 
 fn events(n: usize) -> Vec<NewEvent> {
     let event: InventoryEvent = SeatsAdded {
@@ -33,7 +33,9 @@ fn events(n: usize) -> Vec<NewEvent> {
         .collect()
 }
 
-fn multi_thread() -> tokio::runtime::Runtime {
+/// One runtime for a backend's whole bench: the store's background tasks (the group
+/// committer, the pools) live on the runtime that opened it.
+fn multi_thread() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,8 +47,7 @@ fn multi_thread() -> tokio::runtime::Runtime {
 trait Store: EventStore + SnapshotStore + Clone + Send + Sync + 'static {}
 impl<T: EventStore + SnapshotStore + Clone + Send + Sync + 'static> Store for T {}
 
-fn single_writer<S: Store>(c: &mut Criterion, backend: &str, store: &S) {
-    let rt = runtime();
+fn single_writer<S: Store>(c: &mut Criterion, rt: &Runtime, backend: &str, store: &S) {
     let mut group = c.benchmark_group(format!("{backend}/append_1_writer"));
     group.sample_size(20).measurement_time(Duration::from_secs(4));
     for n in [1usize, 10, 100, 1_000] {
@@ -73,8 +74,7 @@ fn single_writer<S: Store>(c: &mut Criterion, backend: &str, store: &S) {
     group.finish();
 }
 
-fn sixteen_writers<S: Store>(c: &mut Criterion, backend: &str, stores: &[(&str, S)]) {
-    let rt = multi_thread();
+fn sixteen_writers<S: Store>(c: &mut Criterion, rt: &Runtime, backend: &str, stores: &[(&str, S)]) {
     let mut group = c.benchmark_group(format!("{backend}/append_16_writers"));
     group.sample_size(10).measurement_time(Duration::from_secs(6));
     group.throughput(Throughput::Elements(1));
@@ -115,8 +115,7 @@ fn sixteen_writers<S: Store>(c: &mut Criterion, backend: &str, stores: &[(&str, 
     group.finish();
 }
 
-fn loading<S: Store>(c: &mut Criterion, backend: &str, store: &S) {
-    let rt = runtime();
+fn loading<S: Store>(c: &mut Criterion, rt: &Runtime, backend: &str, store: &S) {
     let id = Uuid::now_v7();
     let repo = Repository::<Inventory, S>::new(store.clone());
     rt.block_on(async {
@@ -156,10 +155,10 @@ fn loading<S: Store>(c: &mut Criterion, backend: &str, store: &S) {
     let mut group = c.benchmark_group(format!("{backend}/load"));
     group.sample_size(20);
     group.bench_function("10000_events_fold", |b| {
-        b.to_async(&rt).iter(|| async { repo.get(id).await.unwrap() });
+        b.to_async(rt).iter(|| async { repo.get(id).await.unwrap() });
     });
     group.bench_function("snapshot_plus_100_tail", |b| {
-        b.to_async(&rt)
+        b.to_async(rt)
             .iter(|| async { snapshotted.get(id).await.unwrap() });
     });
     group.finish();
@@ -167,17 +166,18 @@ fn loading<S: Store>(c: &mut Criterion, backend: &str, store: &S) {
 
 fn sqlite(c: &mut Criterion) {
     let dir = TempDir::new().unwrap();
-    let rt = runtime();
+    let rt = multi_thread();
     let open = |name: &str, group_commit: bool| {
         let options = SqliteOptions::new(dir.path().join(name)).group_commit(group_commit);
         rt.block_on(SqliteStore::open_with(options)).unwrap()
     };
     let store = open("bench.db", true);
-    single_writer(c, "sqlite", &store);
-    loading(c, "sqlite", &store);
+    single_writer(c, &rt, "sqlite", &store);
+    loading(c, &rt, "sqlite", &store);
     let plain = open("plain.db", false);
     sixteen_writers(
         c,
+        &rt,
         "sqlite",
         &[("group_commit", store), ("no_group_commit", plain)],
     );
@@ -188,7 +188,7 @@ fn postgres(c: &mut Criterion) {
         eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; skipping the PostgreSQL benches");
         return;
     };
-    let rt = runtime();
+    let rt = multi_thread();
     let connect = |group_commit: bool| {
         let schema = format!("cqrs_bench_{}", Uuid::now_v7().simple());
         let options = PgOptions::new(url.clone())
@@ -198,11 +198,12 @@ fn postgres(c: &mut Criterion) {
         Arc::new(rt.block_on(PgStore::connect_with(options)).unwrap())
     };
     let store = connect(true);
-    single_writer(c, "postgres", &store);
-    loading(c, "postgres", &store);
+    single_writer(c, &rt, "postgres", &store);
+    loading(c, &rt, "postgres", &store);
     let plain = connect(false);
     sixteen_writers(
         c,
+        &rt,
         "postgres",
         &[("group_commit", store), ("no_group_commit", plain)],
     );

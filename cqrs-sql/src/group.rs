@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cqrs_core::{AppendResult, Error, ExpectedVersion, NewEvent, Result, StreamId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// One append, as the batch writer sees it.
 #[derive(Debug)]
@@ -52,12 +52,19 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committer; a batch holds at most `max_events` events (but always at least
-    /// one append).
-    pub(crate) fn start<W: BatchWriter>(writer: W, max_events: usize) -> Self {
+    /// Starts the committer: a batch holds at most `max_events` events (but always at least
+    /// one append), and at most `in_flight` batches are written at once (1 for a database with
+    /// a single writer; more where concurrent commits overlap, as on PostgreSQL).
+    pub(crate) fn start<W: BatchWriter>(writer: W, max_events: usize, in_flight: usize) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
-        tokio::spawn(commit_loop(writer, receiver, max_events, Arc::clone(&stats)));
+        tokio::spawn(commit_loop(
+            Arc::new(writer),
+            receiver,
+            max_events,
+            in_flight.max(1),
+            Arc::clone(&stats),
+        ));
         Self { sender, stats }
     }
 
@@ -79,18 +86,26 @@ impl GroupCommit {
 }
 
 async fn commit_loop<W: BatchWriter>(
-    writer: W,
+    writer: Arc<W>,
     mut receiver: mpsc::UnboundedReceiver<(AppendRequest, Reply)>,
     max_events: usize,
+    in_flight: usize,
     stats: Arc<Stats>,
 ) {
+    let slots = Arc::new(Semaphore::new(in_flight));
     let mut waiting: VecDeque<(AppendRequest, Reply)> = VecDeque::new();
     loop {
+        // While every slot is busy, appends accumulate into the next batch.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         if waiting.is_empty() {
             match receiver.recv().await {
                 Some(item) => waiting.push_back(item),
                 None => return,
             }
+            // Let writers that were just answered (or woken together) queue up too.
+            tokio::task::yield_now().await;
         }
         while let Ok(item) = receiver.try_recv() {
             waiting.push_back(item);
@@ -112,14 +127,18 @@ async fn commit_loop<W: BatchWriter>(
             }
         }
         waiting = later;
-        let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let results = writer.write(&requests).await;
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.appends.fetch_add(requests.len() as u64, Ordering::Relaxed);
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have given up waiting; its append stands either way.
-            let _ = reply.send(result);
-        }
+        let (writer, stats) = (Arc::clone(&writer), Arc::clone(&stats));
+        tokio::spawn(async move {
+            let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let results = writer.write(&requests).await;
+            drop(slot);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.appends.fetch_add(requests.len() as u64, Ordering::Relaxed);
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The caller may have given up waiting; its append stands either way.
+                let _ = reply.send(result);
+            }
+        });
     }
 }
 

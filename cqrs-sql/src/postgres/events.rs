@@ -5,8 +5,11 @@ use cqrs_core::{
     AppendResult, Error, EventAppender, EventMetadata, EventOutbox, EventReader, ExpectedVersion, NewEvent,
     Payload, Result, SharedClock, Snapshot, SnapshotStore, StoredEvent, StreamId,
 };
+use std::sync::Arc;
+
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
+use tokio::sync::Notify;
 
 use super::{PgStore, codec, sql};
 use crate::error::{corrupt, db, is_unique_violation};
@@ -66,6 +69,10 @@ impl EventReader for PgStore {
 pub(super) struct PgAppender {
     pub(super) pool: PgPool,
     pub(super) clock: SharedClock,
+    /// Wakes this process's publishers.
+    pub(super) appended: Arc<Notify>,
+    /// Wakes the notifier, for other processes' publishers.
+    pub(super) notifier: Arc<Notify>,
 }
 
 impl PgAppender {
@@ -118,6 +125,10 @@ impl PgAppender {
             .bind(self.clock.now())
             .fetch_all(&self.pool)
             .await?;
+        if total > 0 {
+            self.appended.notify_one();
+            self.notifier.notify_one();
+        }
         let mut results = Vec::with_capacity(batch.len());
         for (row, request) in rows.iter().zip(batch) {
             let actual: i64 = row.try_get("actual")?;

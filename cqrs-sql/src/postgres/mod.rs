@@ -21,6 +21,9 @@ use crate::migrate::POSTGRES as MIGRATIONS;
 
 /// The most events one group-commit statement takes.
 const MAX_BATCH_EVENTS: usize = 5_000;
+/// Group-commit statements written at once: PostgreSQL overlaps (and group-flushes) concurrent
+/// commits, so a few batches in flight keep it busy while the next ones fill.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Settings of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -49,6 +52,9 @@ impl PgOptions {
 
     /// Turns group commit on (the default) or off. On, concurrent appends of this process are
     /// written together in one statement, each still checked and answered on its own.
+    ///
+    /// The committer is a task spawned on the tokio runtime that connects the store: use the
+    /// store on that runtime (or keep it running), not from another runtime's `block_on`.
     #[must_use]
     pub fn group_commit(mut self, on: bool) -> Self {
         self.group_commit = on;
@@ -81,6 +87,8 @@ impl PgOptions {
 
 struct Inner {
     pool: PgPool,
+    /// Tells other processes that events were appended.
+    notifier_task: tokio::task::JoinHandle<()>,
     appender: PgAppender,
     group: Option<GroupCommit>,
     appended: Arc<Notify>,
@@ -91,6 +99,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier_task.abort();
     }
 }
 
@@ -182,15 +191,31 @@ impl PgStore {
                 }
             }
         });
+        // One NOTIFY at a time, for however many appends happened meanwhile.
+        let notifier = Arc::new(Notify::new());
+        let notifier_task = tokio::spawn({
+            let (pool, wake) = (pool.clone(), Arc::clone(&notifier));
+            async move {
+                loop {
+                    wake.notified().await;
+                    if let Err(error) = sqlx::query(sql::NOTIFY).execute(&pool).await {
+                        tracing::warn!(%error, "could not notify other processes of appends");
+                    }
+                }
+            }
+        });
         let appender = PgAppender {
             pool: pool.clone(),
             clock: Arc::clone(&options.clock),
+            appended: Arc::clone(&appended),
+            notifier: Arc::clone(&notifier),
         };
         let group = options
             .group_commit
-            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS));
+            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS, BATCHES_IN_FLIGHT));
         let store = Self {
             inner: Arc::new(Inner {
+                notifier_task,
                 appender,
                 group,
                 pool,
@@ -257,6 +282,7 @@ impl PgStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.inner.listener.abort();
+        self.inner.notifier_task.abort();
         self.inner.pool.close().await;
     }
 }

@@ -9,11 +9,15 @@ pub(super) const RECORD_MIGRATION: &str = "INSERT INTO cqrs_migrations (version,
 
 /// The channel appends notify, so idle publishers wake at once.
 pub(super) const CHANNEL: &str = "cqrs_appended";
+pub(super) const NOTIFY: &str = "SELECT pg_notify('cqrs_appended', '')";
 
 /// One statement per batch of appends to distinct streams (a single append is a batch of
-/// one): each append's expected version is checked (NULL: any), the events of the appends that
-/// pass are inserted with the outbox rows, and idle publishers are notified. One row per
-/// append: its index, the stream's version before, and what was written (NULL if nothing).
+/// one): each append's expected version is checked (NULL: any), and the events of the appends
+/// that pass are inserted with their outbox rows. One row per append: its index, the stream's
+/// version before, and what was written (NULL if nothing).
+///
+/// No NOTIFY here: a notifying transaction takes a cluster-wide lock at commit, which would
+/// serialize concurrent appends (flushes included). [`NOTIFY`] is sent apart, coalesced.
 pub(super) const APPEND_BATCH: &str = "WITH appends AS (
         SELECT a.idx, a.stream_id, a.stream_type, a.expected,
                (SELECT COALESCE(MAX(ev.version), -1) FROM cqrs_events ev WHERE ev.stream_id = a.stream_id) AS v
@@ -34,11 +38,8 @@ pub(super) const APPEND_BATCH: &str = "WITH appends AS (
         RETURNING position, stream_id, version
     ), outbox AS (
         INSERT INTO cqrs_outbox (position, stream_id, version) SELECT position, stream_id, version FROM ins
-    ), notified AS (
-        SELECT pg_notify('cqrs_appended', '') FROM ins LIMIT 1
     )
-    SELECT a.idx, a.v AS actual, MAX(i.position) AS last_position, MAX(i.version) AS last_version,
-           (SELECT count(*) FROM notified) AS notified
+    SELECT a.idx, a.v AS actual, MAX(i.position) AS last_position, MAX(i.version) AS last_version
     FROM appends a LEFT JOIN ins i ON i.stream_id = a.stream_id
     GROUP BY a.idx, a.v
     ORDER BY a.idx";

@@ -87,8 +87,128 @@ pub(super) struct SqliteAppender {
     pub(super) appended: Arc<Notify>,
 }
 
+/// SQLite's limit on bound parameters per statement (32,766) leaves room for this many events
+/// (8 parameters each) in a one-statement batch.
+pub(super) const MAX_STATEMENT_EVENTS: usize = 3_000;
+
+fn batch_sql(appends: usize, events: usize) -> String {
+    let mut sql = String::with_capacity(800 + appends * 14 + events * 26);
+    sql.push_str(sql::BATCH_APPEND_HEAD);
+    for i in 0..appends {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(sql::BATCH_APPEND_ROW);
+    }
+    sql.push_str(sql::BATCH_APPEND_ROWS);
+    for i in 0..events {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(sql::BATCH_EVENT_ROW);
+    }
+    sql.push_str(sql::BATCH_APPEND_TAIL);
+    sql
+}
+
 impl SqliteAppender {
     async fn try_write(&self, batch: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
+        let events: usize = batch.iter().map(|r| r.events.len()).sum();
+        let results = if events == 0 || events > MAX_STATEMENT_EVENTS {
+            self.write_in_transaction(batch).await?
+        } else {
+            self.write_in_one_statement(batch, events).await?
+        };
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|a| a.last_position > 0))
+        {
+            self.appended.notify_one();
+        }
+        Ok(results)
+    }
+
+    /// The common case: every append of the batch in one autocommit statement (atomic), one
+    /// round trip to SQLite and one durable commit.
+    async fn write_in_one_statement(
+        &self,
+        batch: &[AppendRequest],
+        events: usize,
+    ) -> Result<Vec<Result<AppendResult>>> {
+        let recorded_at = self.clock.now().timestamp_micros();
+        let mut query = sqlx::query(AssertSqlSafe(batch_sql(batch.len(), events)));
+        for (idx, request) in batch.iter().enumerate() {
+            query = query
+                .bind(idx as i64)
+                .bind(request.stream.as_str())
+                .bind(request.stream_type.as_str())
+                .bind(match request.expected {
+                    ExpectedVersion::Any => None,
+                    ExpectedVersion::Exact(v) => Some(v),
+                });
+        }
+        for (idx, request) in batch.iter().enumerate() {
+            for (n, event) in request.events.iter().enumerate() {
+                let metadata = serde_json::to_string(&event.metadata).map_err(Error::permanent)?;
+                query = query
+                    .bind(idx as i64)
+                    .bind(n as i64 + 1)
+                    .bind(event.event_id.to_string())
+                    .bind(event.payload.name.as_str())
+                    .bind(i64::from(event.payload.schema_version))
+                    .bind(event.payload.codec.tag())
+                    .bind(event.payload.bytes.to_vec())
+                    .bind(metadata);
+            }
+        }
+        let rows = query
+            .bind(recorded_at)
+            .fetch_all(&self.writer)
+            .await
+            .map_err(db)?;
+        let mut written: std::collections::HashMap<String, AppendResult> = std::collections::HashMap::new();
+        for row in &rows {
+            let stream: String = row.try_get("stream_id").map_err(db)?;
+            let position: i64 = row.try_get("position").map_err(db)?;
+            let version: i64 = row.try_get("version").map_err(db)?;
+            let entry = written.entry(stream).or_insert(AppendResult {
+                last_version: version,
+                last_position: 0,
+            });
+            entry.last_version = entry.last_version.max(version);
+            entry.last_position = entry.last_position.max(position as u64);
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for request in batch {
+            results.push(match written.remove(request.stream.as_str()) {
+                Some(result) => Ok(result),
+                None => {
+                    let actual: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
+                        .bind(request.stream.as_str())
+                        .fetch_one(&self.writer)
+                        .await
+                        .map_err(db)?;
+                    if request.events.is_empty() && request.expected.matches(actual) {
+                        Ok(AppendResult {
+                            last_version: actual,
+                            last_position: 0,
+                        })
+                    } else {
+                        Err(Error::Conflict {
+                            stream: request.stream.to_string(),
+                            expected: request.expected,
+                            actual,
+                        })
+                    }
+                }
+            });
+        }
+        Ok(results)
+    }
+
+    /// Batches too large for one statement: a `BEGIN IMMEDIATE` transaction, appends checked and
+    /// inserted one after the other in chunks.
+    async fn write_in_transaction(&self, batch: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
         let recorded_at = self.clock.now().timestamp_micros();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let mut results = Vec::with_capacity(batch.len());
@@ -96,12 +216,6 @@ impl SqliteAppender {
             results.push(append_in(&mut tx, request, recorded_at).await?);
         }
         tx.commit().await.map_err(db)?;
-        if results
-            .iter()
-            .any(|r| r.as_ref().is_ok_and(|a| a.last_position > 0))
-        {
-            self.appended.notify_one();
-        }
         Ok(results)
     }
 }

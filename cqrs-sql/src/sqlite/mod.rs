@@ -21,8 +21,8 @@ use crate::error::{corrupt, db};
 use crate::group::GroupCommit;
 use crate::migrate::SQLITE as MIGRATIONS;
 
-/// The most events one group-commit transaction takes.
-const MAX_BATCH_EVENTS: usize = 10_000;
+/// The most events one group-commit batch takes: what fits one statement.
+const MAX_BATCH_EVENTS: usize = events::MAX_STATEMENT_EVENTS;
 
 /// Settings of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -51,6 +51,9 @@ impl SqliteOptions {
 
     /// Turns group commit on (the default) or off. On, concurrent appends are written together
     /// in one transaction with one durable commit, each still checked and answered on its own.
+    ///
+    /// The committer is a task spawned on the tokio runtime that opens the store: use the store
+    /// on that runtime (or keep it running), not from another runtime's `block_on`.
     #[must_use]
     pub fn group_commit(mut self, on: bool) -> Self {
         self.group_commit = on;
@@ -165,7 +168,7 @@ impl SqliteStore {
         };
         let group = options
             .group_commit
-            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS));
+            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS, 1));
         let store = Self {
             inner: Arc::new(Inner {
                 reader: SqlitePoolOptions::new()

@@ -15,6 +15,28 @@ pub(super) const INSERT_EVENTS: &str = "INSERT INTO cqrs_events (event_id, strea
 pub(super) const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 pub(super) const RETURNING_POSITION: &str = " RETURNING position";
 
+/// The head of a one-statement batch append: `appends(idx, stream_id, stream_type, expected)`
+/// rows follow, then [`BATCH_APPEND_ROWS`], the event rows, and [`BATCH_APPEND_TAIL`]. The
+/// versions are read (MATERIALIZED) before any row is inserted; an append whose expected version
+/// (NULL: any) does not match inserts nothing.
+pub(super) const BATCH_APPEND_HEAD: &str = "WITH appends(idx, stream_id, stream_type, expected) AS (VALUES ";
+pub(super) const BATCH_APPEND_ROW: &str = "(?, ?, ?, ?)";
+pub(super) const BATCH_APPEND_ROWS: &str = "), cur AS MATERIALIZED (
+        SELECT a.idx, a.stream_id, a.stream_type, a.expected,
+               COALESCE((SELECT MAX(e.version) FROM cqrs_events e WHERE e.stream_id = a.stream_id), -1) AS v
+        FROM appends a
+    ), input(idx, n, event_id, name, schema_version, codec, payload, metadata) AS (VALUES ";
+pub(super) const BATCH_EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?)";
+pub(super) const BATCH_APPEND_TAIL: &str = ")
+    INSERT INTO cqrs_events (event_id, stream_id, stream_type, version, name, schema_version, codec,
+                             payload, metadata, recorded_at)
+    SELECT i.event_id, c.stream_id, c.stream_type, c.v + i.n, i.name, i.schema_version, i.codec,
+           i.payload, i.metadata, ?
+    FROM input i JOIN cur c ON c.idx = i.idx
+    WHERE c.expected IS NULL OR c.v = c.expected
+    ORDER BY i.idx, i.n
+    RETURNING position, stream_id, version";
+
 macro_rules! event_columns {
     () => {
         "position, event_id, stream_id, stream_type, version, name, schema_version, codec, payload, \
