@@ -414,10 +414,24 @@ impl<P: ProcessState, S: ProcessStore, B: CommandBus> ProcessRepository<P, S, B>
     /// Saves the state with the outgoing commands atomically, then sends the commands.
     ///
     /// # Errors
+    /// A permanent error, storing nothing, when two outgoing commands share a message id;
     /// [`Error::Conflict`] when another save came first (nothing stored, nothing sent); a send
     /// failure after the commit (the state is saved; the unsent commands stay in the outbox and
     /// go out on the next load or with the relay).
     pub async fn save(&self, process: &mut Process<P>) -> Result<()> {
+        let mut ids = std::collections::HashSet::new();
+        if let Some(twice) = process
+            .outgoing
+            .iter()
+            .find(|e| !ids.insert(e.metadata.message_id.as_str()))
+        {
+            return Err(Error::permanent(format!(
+                "process {}-{} queued two commands with the message id `{}`; each needs its own",
+                P::TYPE,
+                process.id,
+                twice.metadata.message_id
+            )));
+        }
         let now = self.clock.now();
         let commands = process
             .outgoing

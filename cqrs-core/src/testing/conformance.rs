@@ -476,6 +476,18 @@ pub async fn process_store<S: ProcessStore + Clone + 'static>(store: S) {
         "a second new process with one id conflicts"
     );
 
+    // Two commands with one message id are refused before anything is stored.
+    let mut twice = booking(Uuid::now_v7());
+    let same = Envelope::command(Remind::new("once"));
+    twice.send(same.clone());
+    twice.send(same);
+    let error = repo.save(&mut twice).await.unwrap_err();
+    assert!(
+        error.to_string().contains("two commands with the message id"),
+        "{error}"
+    );
+    assert!(store.load("sample.Booking", twice.id()).await.unwrap().is_none());
+
     // Lookups by key: non-completed first; completed only when asked.
     let key = Uuid::now_v7();
     let mut finished = booking(key);
