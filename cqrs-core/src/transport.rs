@@ -7,7 +7,9 @@
 //! - messages with a session id are delivered one at a time per session, in the order they
 //!   were enqueued: a session's next message waits until the one before is settled;
 //! - a message with a `delay` is invisible until the delay has passed;
-//! - each receive increments the message's delivery count;
+//! - each receive increments the message's delivery count, and settling is fenced by it: a
+//!   delivery whose lock was lost (its lease ran out and the message was received again)
+//!   settles nothing;
 //! - a topic copies each published message to every subscription whose filter matches its name.
 
 use std::collections::{BTreeSet, HashMap};

@@ -146,7 +146,11 @@ impl MemoryTransport {
         let state = self.queue(&delivery.queue);
         let outcome = {
             let mut q = state.lock();
-            let in_flight = q.items.get(&delivery.id).is_some_and(|i| i.in_flight);
+            // Fenced: a delivery settles only the receive it came from.
+            let in_flight = q
+                .items
+                .get(&delivery.id)
+                .is_some_and(|i| i.in_flight && i.delivery_count == delivery.delivery_count);
             if !in_flight {
                 return None;
             }

@@ -14,6 +14,12 @@ async fn concurrent_appends() {
 }
 
 #[tokio::test]
+async fn transport() {
+    let clock = cqrs_core::ManualClock::starting_now();
+    conformance::transport(&cqrs_memory::MemoryTransport::with_clock(clock.shared()), &clock).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     conformance::snapshots(MemoryEventStore::new(), MemorySnapshotStore::new()).await;
 }

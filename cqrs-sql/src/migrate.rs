@@ -16,8 +16,15 @@ pub(crate) const POSTGRES: &[Migration] = &[Migration {
 }];
 
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "transport",
+        sql: include_str!("../migrations/sqlite/0002_transport.sql"),
+    },
+];

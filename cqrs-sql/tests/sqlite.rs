@@ -51,6 +51,15 @@ async fn group_commit_fails_only_the_conflicting_append() {
 }
 
 #[tokio::test]
+async fn transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = cqrs_core::ManualClock::starting_now();
+    let options = SqliteOptions::new(dir.path().join("transport.db")).clock(clock.shared());
+    let store = SqliteStore::open_with(options).await.unwrap();
+    conformance::transport(&store, &clock).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     let (_dir, store) = store().await;
     conformance::snapshots(store.clone(), store).await;
@@ -60,4 +69,66 @@ async fn snapshots() {
 async fn process_store() {
     let (_dir, store) = store().await;
     conformance::process_store(store).await;
+}
+
+/// A processor over the SQLite queue: a failing handler is retried, then dead-lettered after
+/// five deliveries; a healthy one completes its message.
+#[tokio::test]
+async fn processor_over_the_sqlite_queue() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{
+        Backoff, CommandDispatcher, DeadLetters, Envelope, Error, MessageQueue, Processor, ProcessorConfig,
+        SystemClock, handler_fn,
+    };
+
+    let (_dir, store) = store().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let mut dispatcher = CommandDispatcher::new();
+    dispatcher
+        .register::<Remind, _>(handler_fn(move |r: Remind, _| {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if r.note == "fail" {
+                    Err(Error::transient("down"))
+                } else {
+                    Ok(())
+                }
+            }
+        }))
+        .unwrap();
+    let config = ProcessorConfig {
+        backoff: Backoff::none(),
+        ..ProcessorConfig::default()
+    };
+    let processor = Processor::with_config(
+        store.clone(),
+        "q",
+        Arc::new(dispatcher),
+        SystemClock::shared(),
+        config,
+    );
+    store
+        .enqueue(
+            "q",
+            vec![
+                Envelope::command(Remind::new("fail")),
+                Envelope::command(Remind::new("ok")),
+            ],
+        )
+        .await
+        .unwrap();
+    processor.process_available().await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 5 + 1);
+    let dead = store.dead_letters(Some("q"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery_count, 5);
+    assert!(
+        store.receive("q", 10).await.unwrap().is_empty(),
+        "the healthy message was completed"
+    );
 }

@@ -19,14 +19,16 @@ use uuid::Uuid;
 use super::bus::RecordingBus;
 use super::sample::{Booking, Inventory, InventoryEvent, Remind, SeatsAdded};
 use crate::aggregate::{EventSet, Root};
-use crate::clock::{ManualClock, SystemClock};
+use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::codec::Codec;
 use crate::envelope::Envelope;
 use crate::error::Error;
+use crate::message::Message;
 use crate::process::{Process, ProcessRepository, ProcessStore, Relay};
 use crate::repository::{MementoPolicy, Repository};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{EventMetadata, EventOutbox, EventStore, ExpectedVersion, NewEvent, StreamId};
+use crate::transport::{DeadLetters, Delivery, MessageFilter, MessageQueue, Topics, subscription_queue};
 
 fn new_event(seat_type: u32) -> NewEvent {
     let event: InventoryEvent = SeatsAdded {
@@ -557,4 +559,207 @@ pub async fn inventory_events<S: EventStore>(store: &S, id: Uuid) -> Vec<Invento
         .iter()
         .map(|e| InventoryEvent::decode(&e.payload).unwrap())
         .collect()
+}
+
+/// The transport contract: visibility while in flight, abandon with a delay, fenced settling,
+/// scheduled delivery, time to live, sessions (one at a time, in order, a retried message
+/// holding its session), dead letters (list, requeue), and topics with name filters. `clock`
+/// must be the clock the transport was built with.
+///
+/// # Panics
+/// On any violation.
+pub async fn transport<T>(transport: &T, clock: &ManualClock)
+where
+    T: MessageQueue + Topics + DeadLetters,
+{
+    let queue = format!("conf-{}", Uuid::now_v7().simple());
+    let ids = |deliveries: &[Delivery]| -> Vec<String> {
+        deliveries
+            .iter()
+            .map(|d| d.envelope.metadata.message_id.clone())
+            .collect()
+    };
+
+    // Basics: metadata and payload survive; in flight is invisible; abandon comes back later.
+    let a = Envelope::command(Remind::new("a"))
+        .with_correlation_id("corr")
+        .with_header("h", "v");
+    let b = Envelope::command(Remind::new("b"));
+    let (a_id, b_id) = (a.metadata.message_id.clone(), b.metadata.message_id.clone());
+    transport.enqueue(&queue, vec![a, b]).await.unwrap();
+    let got = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(ids(&got), [a_id.clone(), b_id.clone()], "FIFO");
+    assert!(got.iter().all(|d| d.delivery_count == 1 && d.queue == queue));
+    assert_eq!(got[0].envelope.metadata.correlation_id.as_deref(), Some("corr"));
+    assert_eq!(
+        got[0].envelope.metadata.headers.get("h").map(String::as_str),
+        Some("v")
+    );
+    assert_eq!(got[0].envelope.message.decode::<Remind>().unwrap().note, "a");
+    assert!(
+        transport.receive(&queue, 10).await.unwrap().is_empty(),
+        "in flight is invisible"
+    );
+    transport.complete(&got[0]).await.unwrap();
+    transport.abandon(&got[1], Duration::from_secs(30)).await.unwrap();
+    assert!(
+        transport.receive(&queue, 10).await.unwrap().is_empty(),
+        "abandoned with a delay"
+    );
+    clock.advance(Duration::from_secs(31));
+    let again = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(ids(&again), [b_id.clone()]);
+    assert_eq!(again[0].delivery_count, 2);
+
+    // Settling is fenced: the first delivery of b no longer settles anything.
+    transport.complete(&got[1]).await.unwrap();
+    transport.abandon(&again[0], Duration::ZERO).await.unwrap();
+    let third = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(
+        (ids(&third), third[0].delivery_count),
+        (vec![b_id.clone()], 3),
+        "a stale complete is a no-op"
+    );
+    transport.complete(&third[0]).await.unwrap();
+    assert!(transport.receive(&queue, 10).await.unwrap().is_empty());
+
+    // Scheduled delivery and time to live.
+    let later = Envelope::command(Remind::new("later")).with_delay(Duration::from_secs(600));
+    let short = Envelope::command(Remind::new("short")).with_time_to_live(Duration::from_secs(5));
+    let sent_at = clock.now();
+    transport.enqueue(&queue, vec![later, short]).await.unwrap();
+    let now = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(now.len(), 1, "the delayed message waits");
+    let expires_at = now[0].expires_at.expect("a time to live sets an expiry");
+    let off = (expires_at - (sent_at + chrono::TimeDelta::seconds(5))).abs();
+    assert!(
+        off < chrono::TimeDelta::milliseconds(1),
+        "expires 5 s after sending (stores may keep microseconds): {off}"
+    );
+    transport.complete(&now[0]).await.unwrap();
+    clock.advance(Duration::from_secs(600));
+    let due = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(due[0].envelope.message.decode::<Remind>().unwrap().note, "later");
+    assert_eq!(due[0].expires_at, None);
+    transport.complete(&due[0]).await.unwrap();
+
+    // Sessions: one message per session at a time, in order; a retried one holds its session.
+    let in_session = |s: &str, note: &str| Envelope::command(Remind::new(note)).with_session_id(s);
+    transport
+        .enqueue(
+            &queue,
+            vec![
+                in_session("s1", "s1-1"),
+                in_session("s1", "s1-2"),
+                in_session("s2", "s2-1"),
+                Envelope::command(Remind::new("free")),
+            ],
+        )
+        .await
+        .unwrap();
+    let notes = |ds: &[Delivery]| -> Vec<String> {
+        ds.iter()
+            .map(|d| d.envelope.message.decode::<Remind>().unwrap().note.clone())
+            .collect()
+    };
+    let first = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(notes(&first), ["s1-1", "s2-1", "free"]);
+    assert!(
+        transport.receive(&queue, 10).await.unwrap().is_empty(),
+        "s1-2 waits for s1-1"
+    );
+    transport
+        .abandon(&first[0], Duration::from_secs(60))
+        .await
+        .unwrap();
+    for d in &first[1..] {
+        transport.complete(d).await.unwrap();
+    }
+    assert!(
+        transport.receive(&queue, 10).await.unwrap().is_empty(),
+        "a retried message holds its session"
+    );
+    clock.advance(Duration::from_secs(61));
+    let retried = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(notes(&retried), ["s1-1"]);
+    transport.complete(&retried[0]).await.unwrap();
+    let next = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(notes(&next), ["s1-2"]);
+    transport.complete(&next[0]).await.unwrap();
+
+    // Dead letters: listed with the reason, requeued with a fresh delivery count.
+    transport
+        .enqueue(&queue, vec![Envelope::command(Remind::new("poison"))])
+        .await
+        .unwrap();
+    let poison = transport.receive(&queue, 1).await.unwrap();
+    transport
+        .dead_letter(&poison[0], "cannot be handled")
+        .await
+        .unwrap();
+    assert!(transport.receive(&queue, 10).await.unwrap().is_empty());
+    let dead = transport.dead_letters(Some(&queue), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].delivery_count),
+        ("cannot be handled", 1)
+    );
+    assert_eq!(
+        dead[0].envelope.message.decode::<Remind>().unwrap().note,
+        "poison"
+    );
+    transport.requeue(dead[0].id).await.unwrap();
+    assert!(transport.dead_letters(Some(&queue), 10).await.unwrap().is_empty());
+    let back = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(
+        (notes(&back), back[0].delivery_count),
+        (vec!["poison".to_owned()], 1)
+    );
+    transport.complete(&back[0]).await.unwrap();
+    assert!(matches!(
+        transport.requeue(dead[0].id).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Topics: each subscription gets what its filter names.
+    let topic = format!("topic-{}", Uuid::now_v7().simple());
+    transport
+        .subscribe(&topic, "all", MessageFilter::All)
+        .await
+        .unwrap();
+    transport
+        .subscribe(&topic, "reminders", MessageFilter::names(["nothing"]))
+        .await
+        .unwrap();
+    transport
+        .subscribe(&topic, "reminders", MessageFilter::names([Remind::NAME]))
+        .await
+        .unwrap();
+    let event: InventoryEvent = SeatsAdded {
+        seat_type: 1,
+        quantity: 1,
+    }
+    .into();
+    let added = match event {
+        InventoryEvent::SeatsAdded(e) => e,
+        _ => unreachable!(),
+    };
+    transport
+        .publish(
+            &topic,
+            vec![Envelope::command(Remind::new("r")), Envelope::message(added)],
+        )
+        .await
+        .unwrap();
+    let all = transport
+        .receive(&subscription_queue(&topic, "all"), 10)
+        .await
+        .unwrap();
+    let reminders = transport
+        .receive(&subscription_queue(&topic, "reminders"), 10)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(reminders.len(), 1, "the updated filter applies");
+    assert_eq!(reminders[0].envelope.name(), Remind::NAME);
 }

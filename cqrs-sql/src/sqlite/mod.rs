@@ -3,11 +3,13 @@
 mod events;
 mod processes;
 mod sql;
+mod transport;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_core::chrono::{DateTime, Utc};
@@ -32,6 +34,7 @@ pub struct SqliteOptions {
     busy_timeout: Duration,
     readers: u32,
     group_commit: bool,
+    lease: Duration,
     clock: SharedClock,
 }
 
@@ -45,6 +48,7 @@ impl SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             group_commit: true,
+            lease: Duration::from_secs(60),
             clock: SystemClock::shared(),
         }
     }
@@ -76,6 +80,14 @@ impl SqliteOptions {
         self
     }
 
+    /// How long a received message stays locked to its consumer (default 60 s). A handler
+    /// that runs longer may see its message delivered again.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// The number of reader connections.
     #[must_use]
     pub fn readers(mut self, readers: u32) -> Self {
@@ -98,6 +110,8 @@ struct Inner {
     appended: Arc<Notify>,
     appender: SqliteAppender,
     group: Option<GroupCommit>,
+    lease: Duration,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
     path: PathBuf,
 }
 
@@ -181,6 +195,8 @@ impl SqliteStore {
                 appended,
                 appender,
                 group,
+                lease: options.lease,
+                wakers: Mutex::new(HashMap::new()),
                 path: options.path,
             }),
         };

@@ -107,3 +107,39 @@ pub(super) const INBOX_CONTAINS: &str =
     "SELECT EXISTS (SELECT 1 FROM cqrs_inbox WHERE handler = ? AND message_id = ?)";
 pub(super) const INBOX_RECORD: &str =
     "INSERT OR IGNORE INTO cqrs_inbox (handler, message_id, processed_at) VALUES (?, ?, ?)";
+
+/// The head of a multi-row enqueue; [`MESSAGE_ROW`] is repeated once per message.
+pub(super) const ENQUEUE: &str = "INSERT INTO cqrs_messages (queue, message_id, session_id, name, \
+     schema_version, codec, payload, metadata, enqueued_at, visible_at, expires_at) VALUES ";
+pub(super) const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Locks up to `?4` due messages of queue `?1` at time `?2` until `?3`: only a session's oldest
+/// message, and only when it is neither locked nor waiting for a retry.
+pub(super) const RECEIVE: &str = "UPDATE cqrs_messages
+    SET locked_until = ?3, delivery_count = delivery_count + 1
+    WHERE id IN (
+        SELECT m.id FROM cqrs_messages m
+        WHERE m.queue = ?1 AND m.visible_at <= ?2 AND (m.locked_until IS NULL OR m.locked_until <= ?2)
+          AND (m.session_id IS NULL OR m.id = (
+                SELECT MIN(s.id) FROM cqrs_messages s WHERE s.queue = m.queue AND s.session_id = m.session_id))
+        ORDER BY m.id LIMIT ?4)
+    RETURNING id, queue, name, schema_version, codec, payload, metadata, enqueued_at, expires_at, delivery_count";
+
+pub(super) const COMPLETE: &str =
+    "DELETE FROM cqrs_messages WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
+pub(super) const ABANDON: &str = "UPDATE cqrs_messages SET locked_until = NULL, visible_at = ? \
+     WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
+pub(super) const DEAD_LETTER: &str = "INSERT INTO cqrs_dead_letters (queue, message_id, name, schema_version, \
+     codec, payload, metadata, reason, delivery_count, dead_lettered_at) \
+     SELECT queue, message_id, name, schema_version, codec, payload, metadata, ?, delivery_count, ? \
+     FROM cqrs_messages WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
+pub(super) const DEAD_LETTERS: &str = "SELECT id, queue, name, schema_version, codec, payload, metadata, \
+     reason, delivery_count, dead_lettered_at FROM cqrs_dead_letters \
+     WHERE (?1 IS NULL OR queue = ?1) ORDER BY id LIMIT ?2";
+pub(super) const DEAD_LETTER_BY_ID: &str = "SELECT id, queue, name, schema_version, codec, payload, metadata, \
+     reason, delivery_count, dead_lettered_at FROM cqrs_dead_letters WHERE id = ?";
+pub(super) const REMOVE_DEAD_LETTER: &str = "DELETE FROM cqrs_dead_letters WHERE id = ?";
+
+pub(super) const SUBSCRIBE: &str = "INSERT INTO cqrs_subscriptions (topic, subscription, names) VALUES (?, ?, ?) \
+     ON CONFLICT (topic, subscription) DO UPDATE SET names = excluded.names";
+pub(super) const SUBSCRIPTIONS: &str = "SELECT subscription, names FROM cqrs_subscriptions WHERE topic = ?";

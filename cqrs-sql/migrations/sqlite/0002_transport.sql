@@ -1,0 +1,43 @@
+-- Queued messages. A received message is locked until `locked_until` (its lease); settling is
+-- fenced by `delivery_count`, so a consumer whose lease ran out settles nothing.
+CREATE TABLE cqrs_messages (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue          TEXT    NOT NULL,
+    message_id     TEXT    NOT NULL,
+    session_id     TEXT,
+    name           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    codec          TEXT    NOT NULL,
+    payload        BLOB    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    enqueued_at    INTEGER NOT NULL,
+    visible_at     INTEGER NOT NULL,
+    expires_at     INTEGER,
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    locked_until   INTEGER
+);
+CREATE INDEX cqrs_messages_queue ON cqrs_messages (queue, id);
+CREATE INDEX cqrs_messages_session ON cqrs_messages (queue, session_id, id) WHERE session_id IS NOT NULL;
+
+CREATE TABLE cqrs_dead_letters (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue            TEXT    NOT NULL,
+    message_id       TEXT    NOT NULL,
+    name             TEXT    NOT NULL,
+    schema_version   INTEGER NOT NULL,
+    codec            TEXT    NOT NULL,
+    payload          BLOB    NOT NULL,
+    metadata         TEXT    NOT NULL,
+    reason           TEXT    NOT NULL,
+    delivery_count   INTEGER NOT NULL,
+    dead_lettered_at INTEGER NOT NULL
+);
+CREATE INDEX cqrs_dead_letters_queue ON cqrs_dead_letters (queue, id);
+
+-- Topic subscriptions: `names` is a JSON array of message names, NULL for every message.
+CREATE TABLE cqrs_subscriptions (
+    topic        TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    names        TEXT,
+    PRIMARY KEY (topic, subscription)
+);
