@@ -9,11 +9,18 @@ pub(crate) struct Migration {
 }
 
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "transport",
+        sql: include_str!("../migrations/postgres/0002_transport.sql"),
+    },
+];
 
 #[cfg(feature = "sqlite")]
 pub(crate) const SQLITE: &[Migration] = &[

@@ -62,6 +62,20 @@ async fn group_commit_fails_only_the_conflicting_append() {
 }
 
 #[tokio::test]
+async fn transport() {
+    let _shared = CLUSTER.read().await;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let clock = cqrs_core::ManualClock::starting_now();
+    let options = cqrs_sql::PgOptions::new(url)
+        .schema(support::fresh_schema("transport"))
+        .clock(clock.shared());
+    let store = PgStore::connect_with(options).await.unwrap();
+    conformance::transport(&store, &clock).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("snapshots").await else {

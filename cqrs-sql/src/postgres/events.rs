@@ -71,8 +71,8 @@ pub(super) struct PgAppender {
     pub(super) clock: SharedClock,
     /// Wakes this process's publishers.
     pub(super) appended: Arc<Notify>,
-    /// Wakes the notifier, for other processes' publishers.
-    pub(super) notifier: Arc<Notify>,
+    /// Tells other processes' publishers.
+    pub(super) notifier: Arc<super::Notifier>,
 }
 
 impl PgAppender {
@@ -127,7 +127,7 @@ impl PgAppender {
             .await?;
         if total > 0 {
             self.appended.notify_one();
-            self.notifier.notify_one();
+            self.notifier.notify(sql::CHANNEL, "");
         }
         let mut results = Vec::with_capacity(batch.len());
         for (row, request) in rows.iter().zip(batch) {

@@ -3,10 +3,12 @@
 mod events;
 mod processes;
 mod sql;
+mod transport;
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_core::{Codec, Result, SharedClock, SystemClock};
@@ -33,6 +35,7 @@ pub struct PgOptions {
     max_connections: u32,
     acquire_timeout: Duration,
     group_commit: bool,
+    lease: Duration,
     clock: SharedClock,
 }
 
@@ -46,6 +49,7 @@ impl PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             group_commit: true,
+            lease: Duration::from_secs(60),
             clock: SystemClock::shared(),
         }
     }
@@ -70,6 +74,14 @@ impl PgOptions {
         self
     }
 
+    /// How long a received message stays locked to its consumer (default 60 s); a consumer that
+    /// dies holding messages releases them when this runs out, and another process takes over.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// The pool size.
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
@@ -87,8 +99,12 @@ impl PgOptions {
 
 struct Inner {
     pool: PgPool,
-    /// Tells other processes that events were appended.
+    /// Tells other processes that events were appended or messages enqueued.
     notifier_task: tokio::task::JoinHandle<()>,
+    notifier: Arc<Notifier>,
+    /// Wakes this process's consumers of a queue.
+    wakers: Arc<Wakers>,
+    lease: Duration,
     appender: PgAppender,
     group: Option<GroupCommit>,
     appended: Arc<Notify>,
@@ -175,35 +191,10 @@ impl PgStore {
             .await
             .map_err(db)?;
         let appended = Arc::new(Notify::new());
-        let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
-        listener.listen(sql::CHANNEL).await.map_err(db)?;
-        let wake = Arc::clone(&appended);
-        let listener = tokio::spawn(async move {
-            loop {
-                match listener.recv().await {
-                    Ok(_) => wake.notify_one(),
-                    Err(error) => {
-                        // The listener reconnects on the next `recv`; callers also poll.
-                        tracing::warn!(%error, "LISTEN connection lost; reconnecting");
-                        wake.notify_one();
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        });
-        // One NOTIFY at a time, for however many appends happened meanwhile.
-        let notifier = Arc::new(Notify::new());
-        let notifier_task = tokio::spawn({
-            let (pool, wake) = (pool.clone(), Arc::clone(&notifier));
-            async move {
-                loop {
-                    wake.notified().await;
-                    if let Err(error) = sqlx::query(sql::NOTIFY).execute(&pool).await {
-                        tracing::warn!(%error, "could not notify other processes of appends");
-                    }
-                }
-            }
-        });
+        let wakers = Arc::new(Wakers::default());
+        let listener = listen(&pool, &schema, Arc::clone(&appended), Arc::clone(&wakers)).await?;
+        let notifier = Arc::new(Notifier::new(schema.clone()));
+        let notifier_task = tokio::spawn(Arc::clone(&notifier).run(pool.clone()));
         let appender = PgAppender {
             pool: pool.clone(),
             clock: Arc::clone(&options.clock),
@@ -216,6 +207,9 @@ impl PgStore {
         let store = Self {
             inner: Arc::new(Inner {
                 notifier_task,
+                notifier,
+                wakers,
+                lease: options.lease,
                 appender,
                 group,
                 pool,
@@ -290,4 +284,97 @@ impl PgStore {
 fn codec(row: &PgRow, column: &str) -> Result<Codec> {
     let tag: String = row.try_get(column).map_err(db)?;
     tag.parse().map_err(|e| corrupt("codec tag", e))
+}
+
+/// Per-queue wake-ups of this process's consumers.
+#[derive(Default)]
+pub(super) struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Wakers {
+    pub(super) fn get(&self, queue: &str) -> Arc<Notify> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(queue.to_owned()).or_default())
+    }
+}
+
+/// Sends NOTIFYs apart from the writers' transactions (a notifying transaction takes a
+/// cluster-wide lock at commit), coalescing repeats: one per channel and payload per round.
+pub(super) struct Notifier {
+    schema: String,
+    pending: Mutex<BTreeSet<(&'static str, String)>>,
+    trigger: Notify,
+}
+
+impl Notifier {
+    fn new(schema: String) -> Self {
+        Self {
+            schema,
+            pending: Mutex::new(BTreeSet::new()),
+            trigger: Notify::new(),
+        }
+    }
+
+    /// Queues a notification on `channel` about `subject` (a queue name, or empty).
+    pub(super) fn notify(&self, channel: &'static str, subject: &str) {
+        let payload = format!("{}:{subject}", self.schema);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((channel, payload));
+        self.trigger.notify_one();
+    }
+
+    async fn run(self: Arc<Self>, pool: PgPool) {
+        loop {
+            self.trigger.notified().await;
+            let round = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+            for (channel, payload) in round {
+                if let Err(error) = sqlx::query(sql::NOTIFY_ON)
+                    .bind(channel)
+                    .bind(&payload)
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(%error, channel, "could not notify other processes");
+                }
+            }
+        }
+    }
+}
+
+/// Listens for appends and enqueues of this schema, in any process, and wakes the local waiters.
+async fn listen(
+    pool: &PgPool,
+    schema: &str,
+    appended: Arc<Notify>,
+    wakers: Arc<Wakers>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let mut listener = PgListener::connect_with(pool).await.map_err(db)?;
+    listener
+        .listen_all([sql::CHANNEL, sql::MESSAGES_CHANNEL])
+        .await
+        .map_err(db)?;
+    let prefix = format!("{schema}:");
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.recv().await {
+                Ok(notification) => {
+                    let Some(subject) = notification.payload().strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    if notification.channel() == sql::CHANNEL {
+                        appended.notify_one();
+                    } else {
+                        wakers.get(subject).notify_one();
+                    }
+                }
+                Err(error) => {
+                    // The listener reconnects on the next `recv`; waiters also poll.
+                    tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                    appended.notify_one();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }))
 }

@@ -9,7 +9,6 @@ pub(super) const RECORD_MIGRATION: &str = "INSERT INTO cqrs_migrations (version,
 
 /// The channel appends notify, so idle publishers wake at once.
 pub(super) const CHANNEL: &str = "cqrs_appended";
-pub(super) const NOTIFY: &str = "SELECT pg_notify('cqrs_appended', '')";
 
 /// One statement per batch of appends to distinct streams (a single append is a batch of
 /// one): each append's expected version is checked (NULL: any), and the events of the appends
@@ -17,7 +16,7 @@ pub(super) const NOTIFY: &str = "SELECT pg_notify('cqrs_appended', '')";
 /// version before, and what was written (NULL if nothing).
 ///
 /// No NOTIFY here: a notifying transaction takes a cluster-wide lock at commit, which would
-/// serialize concurrent appends (flushes included). [`NOTIFY`] is sent apart, coalesced.
+/// serialize concurrent appends (flushes included). The notification is sent apart, coalesced.
 pub(super) const APPEND_BATCH: &str = "WITH appends AS (
         SELECT a.idx, a.stream_id, a.stream_type, a.expected,
                (SELECT COALESCE(MAX(ev.version), -1) FROM cqrs_events ev WHERE ev.stream_id = a.stream_id) AS v
@@ -125,3 +124,88 @@ pub(super) const INBOX_CONTAINS: &str =
     "SELECT EXISTS (SELECT 1 FROM cqrs_inbox WHERE handler = $1 AND message_id = $2)";
 pub(super) const INBOX_RECORD: &str = "INSERT INTO cqrs_inbox (handler, message_id, processed_at) \
      VALUES ($1, $2, now()) ON CONFLICT DO NOTHING";
+
+/// The channel enqueues notify, with the queue name as payload.
+pub(super) const MESSAGES_CHANNEL: &str = "cqrs_messages";
+pub(super) const NOTIFY_ON: &str = "SELECT pg_notify($1, $2)";
+
+macro_rules! message_columns {
+    () => {
+        "m.id, m.queue, m.name, m.schema_version, m.codec, m.payload, m.metadata::text AS metadata, \
+         m.enqueued_at, m.expires_at, m.delivery_count"
+    };
+}
+
+pub(super) const ENQUEUE: &str = "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
+        codec, payload, metadata, enqueued_at, visible_at, expires_at)
+    SELECT $1, e.message_id, e.session_id, e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $2,
+           e.visible_at, e.expires_at
+    FROM UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[],
+                $10::timestamptz[], $11::timestamptz[])
+         WITH ORDINALITY AS e(message_id, session_id, name, schema_version, codec, payload, metadata, visible_at,
+                              expires_at, ord)
+    ORDER BY e.ord";
+
+/// Copies each message to every subscription of topic `$1` whose filter names it.
+pub(super) const PUBLISH: &str = "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
+        codec, payload, metadata, enqueued_at, visible_at, expires_at)
+    SELECT $1 || '/' || s.subscription, e.message_id, e.session_id, e.name, e.schema_version, e.codec, e.payload,
+           e.metadata::jsonb, $2, e.visible_at, e.expires_at
+    FROM cqrs_subscriptions s,
+         UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[],
+                $10::timestamptz[], $11::timestamptz[])
+         WITH ORDINALITY AS e(message_id, session_id, name, schema_version, codec, payload, metadata, visible_at,
+                              expires_at, ord)
+    WHERE s.topic = $1 AND (s.names IS NULL OR e.name = ANY (s.names))
+    ORDER BY s.subscription, e.ord
+    RETURNING queue";
+
+/// Locks up to `$4` due messages of queue `$1` at time `$2` until `$3`: only a session's oldest
+/// message, and only when it is neither locked nor waiting for a retry. Competing consumers skip
+/// each other's rows.
+pub(super) const RECEIVE: &str = concat!(
+    "WITH picked AS (
+        SELECT m.id FROM cqrs_messages m
+        WHERE m.queue = $1 AND m.visible_at <= $2 AND (m.locked_until IS NULL OR m.locked_until <= $2)
+          AND (m.session_id IS NULL OR m.id = (
+                SELECT MIN(s.id) FROM cqrs_messages s WHERE s.queue = m.queue AND s.session_id = m.session_id))
+        ORDER BY m.id LIMIT $4
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE cqrs_messages m SET locked_until = $3, delivery_count = m.delivery_count + 1
+    FROM picked WHERE m.id = picked.id
+    RETURNING ",
+    message_columns!()
+);
+
+pub(super) const COMPLETE: &str =
+    "DELETE FROM cqrs_messages WHERE id = $1 AND delivery_count = $2 AND locked_until IS NOT NULL";
+pub(super) const ABANDON: &str = "UPDATE cqrs_messages SET locked_until = NULL, visible_at = $3 \
+     WHERE id = $1 AND delivery_count = $2 AND locked_until IS NOT NULL";
+pub(super) const DEAD_LETTER: &str = "WITH moved AS (
+        DELETE FROM cqrs_messages WHERE id = $1 AND delivery_count = $2 AND locked_until IS NOT NULL
+        RETURNING queue, message_id, name, schema_version, codec, payload, metadata, delivery_count
+    )
+    INSERT INTO cqrs_dead_letters (queue, message_id, name, schema_version, codec, payload, metadata, reason,
+        delivery_count, dead_lettered_at)
+    SELECT queue, message_id, name, schema_version, codec, payload, metadata, $3, delivery_count, $4 FROM moved";
+
+macro_rules! dead_letter_columns {
+    () => {
+        "id, queue, name, schema_version, codec, payload, metadata::text AS metadata, reason, delivery_count, \
+         dead_lettered_at"
+    };
+}
+
+pub(super) const DEAD_LETTERS: &str = concat!(
+    "SELECT ",
+    dead_letter_columns!(),
+    " FROM cqrs_dead_letters WHERE ($1::text IS NULL OR queue = $1) ORDER BY id LIMIT $2"
+);
+pub(super) const TAKE_DEAD_LETTER: &str = concat!(
+    "DELETE FROM cqrs_dead_letters WHERE id = $1 RETURNING ",
+    dead_letter_columns!()
+);
+
+pub(super) const SUBSCRIBE: &str = "INSERT INTO cqrs_subscriptions (topic, subscription, names) VALUES ($1, $2, $3) \
+     ON CONFLICT (topic, subscription) DO UPDATE SET names = excluded.names";

@@ -1,0 +1,269 @@
+//! The message transport on PostgreSQL: competing consumers across processes (FOR UPDATE SKIP
+//! LOCKED), sessions held by one consumer at a time, leases, dead letters, topics, and LISTEN
+//! wake-ups.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cqrs_core::chrono::{DateTime, Utc};
+use cqrs_core::{
+    AnyMessage, Codec, DeadLetter, DeadLetters, Delivery, Envelope, Error, MessageFilter, MessageQueue,
+    Metadata, Payload, Result, Topics, saturating_add,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::{PgStore, codec, sql};
+use crate::error::{corrupt, db};
+
+/// Messages as the UNNEST columns of [`sql::ENQUEUE`] and [`sql::PUBLISH`].
+#[derive(Default)]
+struct Columns {
+    message_ids: Vec<String>,
+    session_ids: Vec<Option<String>>,
+    names: Vec<String>,
+    schema_versions: Vec<i32>,
+    codecs: Vec<&'static str>,
+    payloads: Vec<Vec<u8>>,
+    metadata: Vec<String>,
+    visible_at: Vec<DateTime<Utc>>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Columns {
+    fn new(envelopes: Vec<Envelope>, now: DateTime<Utc>) -> Result<Self> {
+        let mut c = Self::default();
+        for envelope in envelopes {
+            let payload = envelope.message.to_payload(Codec::Json)?;
+            let md = &envelope.metadata;
+            c.message_ids.push(md.message_id.clone());
+            c.session_ids.push(md.session_id.clone());
+            c.names.push(payload.name);
+            c.schema_versions.push(payload.schema_version as i32);
+            c.codecs.push(payload.codec.tag());
+            c.payloads.push(payload.bytes.to_vec());
+            c.metadata
+                .push(serde_json::to_string(md).map_err(Error::permanent)?);
+            c.visible_at
+                .push(md.delay.map_or(now, |d| saturating_add(now, d)));
+            c.expires_at
+                .push(md.time_to_live.map(|ttl| saturating_add(now, ttl)));
+        }
+        Ok(c)
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.message_ids)
+            .bind(&self.session_ids)
+            .bind(&self.names)
+            .bind(&self.schema_versions)
+            .bind(&self.codecs)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.visible_at)
+            .bind(&self.expires_at)
+    }
+}
+
+fn envelope(row: &PgRow) -> Result<Envelope> {
+    let metadata: String = row.try_get("metadata").map_err(db)?;
+    let metadata: Metadata = serde_json::from_str(&metadata).map_err(|e| corrupt("message metadata", e))?;
+    let payload = Payload {
+        name: row.try_get("name").map_err(db)?,
+        schema_version: row.try_get::<i32, _>("schema_version").map_err(db)? as u32,
+        codec: codec(row, "codec")?,
+        bytes: row.try_get::<Vec<u8>, _>("payload").map_err(db)?.into(),
+    };
+    Ok(Envelope::from_parts(AnyMessage::raw(payload), metadata))
+}
+
+fn dead_letter(row: &PgRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: row.try_get::<i64, _>("id").map_err(db)? as u64,
+        queue: row.try_get("queue").map_err(db)?,
+        envelope: envelope(row)?,
+        reason: row.try_get("reason").map_err(db)?,
+        delivery_count: row.try_get::<i32, _>("delivery_count").map_err(db)? as u32,
+        dead_lettered_at: row.try_get("dead_lettered_at").map_err(db)?,
+    })
+}
+
+impl PgStore {
+    fn wake(&self, queue: &str) {
+        self.inner.wakers.get(queue).notify_one();
+        self.inner.notifier.notify(sql::MESSAGES_CHANNEL, queue);
+    }
+
+    async fn insert(&self, conn: &mut PgConnection, queue: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        let now = self.inner.appender.clock.now();
+        let columns = Columns::new(envelopes, now)?;
+        columns
+            .bind(sqlx::query(sql::ENQUEUE).bind(queue).bind(now))
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        statement: &'static str,
+        delivery: &Delivery,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let mut query = sqlx::query(statement)
+            .bind(delivery.id as i64)
+            .bind(delivery.delivery_count as i32);
+        if let Some(visible_at) = visible_at {
+            query = query.bind(visible_at);
+        }
+        query.execute(self.pool()).await.map_err(db)?;
+        self.wake(&delivery.queue);
+        Ok(())
+    }
+
+    fn clock_now(&self) -> DateTime<Utc> {
+        self.inner.appender.clock.now()
+    }
+}
+
+impl MessageQueue for PgStore {
+    async fn enqueue(&self, queue: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool().acquire().await.map_err(db)?;
+        self.insert(&mut conn, queue, envelopes).await?;
+        self.wake(queue);
+        Ok(())
+    }
+
+    async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>> {
+        let now = self.clock_now();
+        let rows = sqlx::query(sql::RECEIVE)
+            .bind(queue)
+            .bind(now)
+            .bind(saturating_add(now, self.inner.lease))
+            .bind(max as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
+        let mut deliveries = rows
+            .iter()
+            .map(|row| {
+                Ok(Delivery {
+                    id: row.try_get::<i64, _>("id").map_err(db)? as u64,
+                    queue: queue.to_owned(),
+                    envelope: envelope(row)?,
+                    delivery_count: row.try_get::<i32, _>("delivery_count").map_err(db)? as u32,
+                    enqueued_at: row.try_get("enqueued_at").map_err(db)?,
+                    expires_at: row.try_get("expires_at").map_err(db)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        deliveries.sort_by_key(|d| d.id);
+        Ok(deliveries)
+    }
+
+    async fn complete(&self, delivery: &Delivery) -> Result<()> {
+        self.settle(sql::COMPLETE, delivery, None).await
+    }
+
+    async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
+        let visible_at = saturating_add(self.clock_now(), retry_after);
+        self.settle(sql::ABANDON, delivery, Some(visible_at)).await
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
+        sqlx::query(sql::DEAD_LETTER)
+            .bind(delivery.id as i64)
+            .bind(delivery.delivery_count as i32)
+            .bind(reason)
+            .bind(self.clock_now())
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        self.wake(&delivery.queue);
+        Ok(())
+    }
+
+    async fn wait(&self, queue: &str) {
+        self.inner.wakers.get(queue).notified().await;
+    }
+}
+
+impl Topics for PgStore {
+    async fn subscribe(&self, topic: &str, subscription: &str, filter: MessageFilter) -> Result<()> {
+        let names: Option<Vec<String>> = match filter {
+            MessageFilter::All => None,
+            MessageFilter::Names(names) => Some(names.into_iter().collect()),
+        };
+        sqlx::query(sql::SUBSCRIBE)
+            .bind(topic)
+            .bind(subscription)
+            .bind(names)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock_now();
+        let columns = Columns::new(envelopes, now)?;
+        let queues = columns
+            .bind(sqlx::query(sql::PUBLISH).bind(topic).bind(now))
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.try_get::<String, _>("queue").map_err(db))
+            .collect::<Result<BTreeSet<String>>>()?;
+        for queue in queues {
+            self.wake(&queue);
+        }
+        Ok(())
+    }
+}
+
+impl DeadLetters for PgStore {
+    async fn dead_letters(&self, queue: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
+        sqlx::query(sql::DEAD_LETTERS)
+            .bind(queue)
+            .bind(limit as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?
+            .iter()
+            .map(dead_letter)
+            .collect()
+    }
+
+    async fn requeue(&self, id: u64) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        let row = sqlx::query(sql::TAKE_DEAD_LETTER)
+            .bind(id as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::NotFound {
+                entity: "DeadLetter".to_owned(),
+                id: id.to_string(),
+            })?;
+        let letter = dead_letter(&row)?;
+        // Back as it was first sent, but due now: a requeue is an operator's explicit retry.
+        let mut envelope = letter.envelope;
+        envelope.metadata.delay = None;
+        self.insert(&mut tx, &letter.queue, vec![envelope]).await?;
+        tx.commit().await.map_err(db)?;
+        self.wake(&letter.queue);
+        Ok(())
+    }
+}
