@@ -217,3 +217,58 @@ async fn a_subscription_never_skips_an_event_that_commits_late() {
     }
     assert!(seen.windows(2).all(|w| w[0].2 < w[1].2), "positions increase");
 }
+
+/// Bad stored data is a clear error, never a panic; an unreachable or closed database fails
+/// transiently, so retry policies retry it.
+#[tokio::test]
+async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
+    use cqrs_core::testing::sample::Inventory;
+    use cqrs_core::{Error, Repository};
+
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("faults").await else {
+        return;
+    };
+    let repo = Repository::<Inventory, _>::new(store.clone());
+    for (case, name, codec, payload) in [
+        ("bad-json", "sample.SeatsAdded", "json", &b"{not json"[..]),
+        ("unknown-name", "sample.Unheard", "json", &b"{}"[..]),
+        ("unknown-codec", "sample.SeatsAdded", "yaml", &b"{}"[..]),
+    ] {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name, schema_version, \
+             codec, payload, metadata, recorded_at) \
+             VALUES ((pg_current_xact_id()::text::bigint << 20) + 1, $1, $2, 'Inventory', 0, $3, 1, $4, $5, '{}', now())",
+        )
+        .bind(Uuid::now_v7())
+        .bind(StreamId::for_aggregate("Inventory", id).as_str())
+        .bind(name)
+        .bind(codec)
+        .bind(payload)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let error = repo.get(id).await.unwrap_err();
+        match case {
+            "bad-json" => assert!(matches!(error, Error::Codec(_)), "{case}: {error}"),
+            "unknown-name" => assert!(
+                matches!(&error, Error::UnknownMessage(n) if n == "sample.Unheard"),
+                "{error}"
+            ),
+            _ => assert!(error.to_string().contains("codec tag"), "{case}: {error}"),
+        }
+        assert!(!error.is_retryable(), "{case}: bad data is not worth retrying");
+    }
+
+    let down = cqrs_sql::PgOptions::new("postgres://postgres@127.0.0.1:1/test")
+        .acquire_timeout(Duration::from_secs(1));
+    let unreachable = PgStore::connect_with(down).await.unwrap_err();
+    assert!(
+        unreachable.is_transient(),
+        "a database that is down is an outage: {unreachable}"
+    );
+    store.close().await;
+    let error = repo.get(Uuid::now_v7()).await.unwrap_err();
+    assert!(error.is_transient(), "a closed pool is an outage: {error}");
+}

@@ -132,3 +132,53 @@ async fn processor_over_the_sqlite_queue() {
         "the healthy message was completed"
     );
 }
+
+/// Bad stored data is a clear error, never a panic; a closed store fails transiently.
+#[tokio::test]
+async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
+    use cqrs_core::testing::sample::Inventory;
+    use cqrs_core::uuid::Uuid;
+    use cqrs_core::{Error, Repository, StreamId};
+
+    let (dir, store) = store().await;
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("conformance.db").display()
+    ))
+    .await
+    .unwrap();
+    let repo = Repository::<Inventory, _>::new(store.clone());
+    for (case, name, codec, payload) in [
+        ("bad-json", "sample.SeatsAdded", "json", &b"{not json"[..]),
+        ("unknown-name", "sample.Unheard", "json", &b"{}"[..]),
+        ("unknown-codec", "sample.SeatsAdded", "yaml", &b"{}"[..]),
+    ] {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO cqrs_events (event_id, stream_id, stream_type, version, name, schema_version, codec, \
+             payload, metadata, recorded_at) VALUES (?, ?, 'Inventory', 0, ?, 1, ?, ?, '{}', 0)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(StreamId::for_aggregate("Inventory", id).as_str())
+        .bind(name)
+        .bind(codec)
+        .bind(payload)
+        .execute(&raw)
+        .await
+        .unwrap();
+        let error = repo.get(id).await.unwrap_err();
+        match case {
+            "bad-json" => assert!(matches!(error, Error::Codec(_)), "{case}: {error}"),
+            "unknown-name" => assert!(
+                matches!(&error, Error::UnknownMessage(n) if n == "sample.Unheard"),
+                "{error}"
+            ),
+            _ => assert!(error.to_string().contains("codec tag"), "{case}: {error}"),
+        }
+        assert!(!error.is_retryable(), "{case}: bad data is not worth retrying");
+    }
+
+    store.close().await;
+    let error = repo.get(Uuid::now_v7()).await.unwrap_err();
+    assert!(error.is_transient(), "a closed pool is an outage: {error}");
+}

@@ -82,6 +82,14 @@ impl PgOptions {
         self
     }
 
+    /// How long to wait for a connection (including the first one) before failing
+    /// transiently (default 10 s).
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
     /// The pool size.
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
@@ -174,6 +182,7 @@ impl PgStore {
         if options.schema.is_some() {
             let admin = PgPoolOptions::new()
                 .max_connections(1)
+                .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect.clone())
                 .await
                 .map_err(db)?;
