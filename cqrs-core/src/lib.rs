@@ -13,6 +13,7 @@
 //! | buses | [`CommandBus`], [`EventBus`], decorators [`LocalFirst`], [`Retry`], [`Trace`], [`Metrics`], [`BusBuilder`] |
 //! | transport | [`MessageQueue`], [`Topics`], [`DeadLetters`], [`Processor`], [`AdaptiveLimit`] |
 //! | outboxes | [`Publisher`] (events), [`ProcessRepository`] and [`Relay`] (process commands) |
+//! | subscriptions | [`CatchUp`] (read the log from a checkpoint), [`CheckpointStore`] |
 //! | time | [`Clock`], [`SystemClock`], [`ManualClock`] |
 //!
 //! ## Example
@@ -120,6 +121,7 @@ mod publisher;
 mod repository;
 mod snapshot;
 mod store;
+mod subscription;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transport;
@@ -151,6 +153,7 @@ pub use crate::store::{
     AppendResult, EventAppender, EventMetadata, EventOutbox, EventReader, EventStore, ExpectedVersion,
     NewEvent, StoredEvent, StreamId,
 };
+pub use crate::subscription::{CatchUp, CheckpointStore};
 pub use crate::transport::{
     DeadLetter, DeadLetters, Delivery, MessageFilter, MessageQueue, QueueBus, TopicBus, Topics,
 };

@@ -10,6 +10,7 @@
 //! | [`MemoryProcessStore`] | `ProcessStore` (state and undispatched commands together) |
 //! | [`MemoryTransport`] | `MessageQueue`, `Topics`, `DeadLetters` (sessions, delays, expiry) |
 //! | [`MemoryInbox`] | `InboxStore` |
+//! | [`MemoryCheckpoints`] | `CheckpointStore` |
 //!
 //! All of them are cheap to clone (clones share state) and safe to use from many tasks. No lock
 //! is ever held across an `.await`.
@@ -37,12 +38,14 @@
 //! # }).unwrap();
 //! ```
 
+mod checkpoints;
 mod event_store;
 mod inbox;
 mod process_store;
 mod snapshot_store;
 mod transport;
 
+pub use crate::checkpoints::MemoryCheckpoints;
 pub use crate::event_store::MemoryEventStore;
 pub use crate::inbox::MemoryInbox;
 pub use crate::process_store::MemoryProcessStore;

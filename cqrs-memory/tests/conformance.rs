@@ -20,6 +20,11 @@ async fn transport() {
 }
 
 #[tokio::test]
+async fn checkpoints() {
+    conformance::checkpoints(&MemoryEventStore::new(), &cqrs_memory::MemoryCheckpoints::new()).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     conformance::snapshots(MemoryEventStore::new(), MemorySnapshotStore::new()).await;
 }

@@ -20,6 +20,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "transport",
         sql: include_str!("../migrations/postgres/0002_transport.sql"),
     },
+    Migration {
+        version: 3,
+        name: "checkpoints",
+        sql: include_str!("../migrations/postgres/0003_checkpoints.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]
@@ -33,5 +38,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         name: "transport",
         sql: include_str!("../migrations/sqlite/0002_transport.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "checkpoints",
+        sql: include_str!("../migrations/sqlite/0003_checkpoints.sql"),
     },
 ];

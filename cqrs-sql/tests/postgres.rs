@@ -76,6 +76,15 @@ async fn transport() {
 }
 
 #[tokio::test]
+async fn checkpoints() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("checkpoints").await else {
+        return;
+    };
+    conformance::checkpoints(&store, &store).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("snapshots").await else {

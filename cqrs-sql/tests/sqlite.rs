@@ -60,6 +60,12 @@ async fn transport() {
 }
 
 #[tokio::test]
+async fn checkpoints() {
+    let (_dir, store) = store().await;
+    conformance::checkpoints(&store, &store).await;
+}
+
+#[tokio::test]
 async fn snapshots() {
     let (_dir, store) = store().await;
     conformance::snapshots(store.clone(), store).await;

@@ -21,6 +21,7 @@ use super::sample::{Booking, Inventory, InventoryEvent, Remind, SeatsAdded};
 use crate::aggregate::{EventSet, Root};
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::codec::Codec;
+use crate::dispatch::MessageHandler;
 use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::message::Message;
@@ -28,7 +29,9 @@ use crate::process::{Process, ProcessRepository, ProcessStore, Relay};
 use crate::repository::{MementoPolicy, Repository};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{EventMetadata, EventOutbox, EventStore, ExpectedVersion, NewEvent, StreamId};
+use crate::subscription::{CatchUp, CheckpointStore};
 use crate::transport::{DeadLetters, Delivery, MessageFilter, MessageQueue, Topics, subscription_queue};
+use std::sync::{Arc, Mutex};
 
 fn new_event(seat_type: u32) -> NewEvent {
     let event: InventoryEvent = SeatsAdded {
@@ -759,4 +762,136 @@ where
     assert_eq!(all.len(), 2);
     assert_eq!(reminders.len(), 1, "the updated filter applies");
     assert_eq!(reminders[0].envelope.name(), Remind::NAME);
+}
+
+/// Checkpoints and catch-up subscriptions over a store: every event once, in log order, the
+/// filter applied, a restart resuming after the checkpoint, and a failing handler stopping the
+/// subscription at that event until it succeeds.
+///
+/// # Panics
+/// On any violation.
+pub async fn checkpoints<S, C>(store: &S, checkpoints: &C)
+where
+    S: EventStore + Clone,
+    C: CheckpointStore + Clone,
+{
+    let name = format!("conf-{}", Uuid::now_v7().simple());
+    assert_eq!(checkpoints.load_checkpoint(&name).await.unwrap(), None);
+    checkpoints.save_checkpoint(&name, 7).await.unwrap();
+    checkpoints.save_checkpoint(&name, 9).await.unwrap();
+    assert_eq!(checkpoints.load_checkpoint(&name).await.unwrap(), Some(9));
+
+    // Start after whatever the log already holds, then append 2 streams × 3 events.
+    let mut start = 0;
+    loop {
+        let page = store.read_all(start, 1000).await.unwrap();
+        match page.last() {
+            Some(e) => start = e.position,
+            None => break,
+        }
+    }
+    let subscription = format!("conf-sub-{}", Uuid::now_v7().simple());
+    checkpoints.save_checkpoint(&subscription, start).await.unwrap();
+    let streams = [
+        StreamId::new(format!("sub-a-{}", Uuid::now_v7())),
+        StreamId::new(format!("sub-b-{}", Uuid::now_v7())),
+    ];
+    for stream in &streams {
+        store
+            .append(stream, "Conf", ExpectedVersion::NO_STREAM, batch(0, 3))
+            .await
+            .unwrap();
+    }
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fail_on = Arc::new(Mutex::new(None::<(StreamId, i64)>));
+    let handler = {
+        let (seen, fail_on) = (Arc::clone(&seen), Arc::clone(&fail_on));
+        Recorder { seen, fail_on }
+    };
+    let catch_up = CatchUp::new(&subscription, store.clone(), checkpoints.clone(), handler).page_size(2);
+    *fail_on.lock().unwrap() = Some((streams[1].clone(), 1));
+    for _ in 0..500 {
+        // A gap-safe log may hold back events while older transactions run.
+        if catch_up.catch_up().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped_at: Vec<(StreamId, i64)> = seen.lock().unwrap().clone();
+    assert!(
+        stopped_at.iter().all(|(s, v)| !(s == &streams[1] && *v >= 1)),
+        "stops at the failing event"
+    );
+    assert!(stopped_at.contains(&(streams[1].clone(), 0)));
+    *fail_on.lock().unwrap() = None;
+    for _ in 0..500 {
+        catch_up.catch_up().await.unwrap();
+        if seen.lock().unwrap().len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen_now = seen.lock().unwrap().clone();
+    assert_eq!(seen_now.len(), 6, "every event once: {seen_now:?}");
+    for stream in &streams {
+        let versions: Vec<i64> = seen_now
+            .iter()
+            .filter(|(s, _)| s == stream)
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(versions, [0, 1, 2], "{stream} in order");
+    }
+
+    // A restarted subscription resumes after its checkpoint: nothing is handled again.
+    let again = CatchUp::new(
+        &subscription,
+        store.clone(),
+        checkpoints.clone(),
+        Recorder {
+            seen: Arc::clone(&seen),
+            fail_on,
+        },
+    );
+    assert_eq!(again.catch_up().await.unwrap(), 0);
+
+    // A filter skips what it does not name, and still advances.
+    let filtered = format!("conf-filtered-{}", Uuid::now_v7().simple());
+    checkpoints.save_checkpoint(&filtered, start).await.unwrap();
+    let none = Arc::new(Mutex::new(Vec::new()));
+    let skip_all = CatchUp::new(
+        &filtered,
+        store.clone(),
+        checkpoints.clone(),
+        Recorder {
+            seen: Arc::clone(&none),
+            fail_on: Arc::default(),
+        },
+    )
+    .filter(MessageFilter::names(["nothing"]));
+    skip_all.catch_up().await.unwrap();
+    assert!(none.lock().unwrap().is_empty());
+    assert!(checkpoints.load_checkpoint(&filtered).await.unwrap().unwrap() > start);
+}
+
+/// Records the (stream, version) of each event it handles; fails on one if told to.
+struct Recorder {
+    seen: Arc<Mutex<Vec<(StreamId, i64)>>>,
+    fail_on: Arc<Mutex<Option<(StreamId, i64)>>>,
+}
+
+impl MessageHandler for Recorder {
+    async fn handle(&self, envelope: &Envelope) -> crate::Result<()> {
+        let source = envelope
+            .metadata
+            .source
+            .clone()
+            .expect("log events carry their source");
+        let at = (source.stream_id, source.version);
+        if self.fail_on.lock().unwrap().as_ref() == Some(&at) {
+            return Err(Error::transient("told to fail here"));
+        }
+        self.seen.lock().unwrap().push(at);
+        Ok(())
+    }
 }

@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: several processes share one database.
 
+mod checkpoints;
 mod events;
 mod processes;
 mod sql;

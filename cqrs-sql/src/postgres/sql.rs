@@ -209,3 +209,8 @@ pub(super) const TAKE_DEAD_LETTER: &str = concat!(
 
 pub(super) const SUBSCRIBE: &str = "INSERT INTO cqrs_subscriptions (topic, subscription, names) VALUES ($1, $2, $3) \
      ON CONFLICT (topic, subscription) DO UPDATE SET names = excluded.names";
+
+pub(super) const LOAD_CHECKPOINT: &str = "SELECT position FROM cqrs_checkpoints WHERE subscription = $1";
+pub(super) const SAVE_CHECKPOINT: &str = "INSERT INTO cqrs_checkpoints (subscription, position, updated_at) \
+     VALUES ($1, $2, now()) ON CONFLICT (subscription) DO UPDATE SET position = excluded.position, \
+     updated_at = excluded.updated_at";

@@ -1,5 +1,6 @@
 //! The SQLite backend: one file, WAL, one writer connection, a pool of readers.
 
+mod checkpoints;
 mod events;
 mod processes;
 mod sql;

@@ -143,3 +143,8 @@ pub(super) const REMOVE_DEAD_LETTER: &str = "DELETE FROM cqrs_dead_letters WHERE
 pub(super) const SUBSCRIBE: &str = "INSERT INTO cqrs_subscriptions (topic, subscription, names) VALUES (?, ?, ?) \
      ON CONFLICT (topic, subscription) DO UPDATE SET names = excluded.names";
 pub(super) const SUBSCRIPTIONS: &str = "SELECT subscription, names FROM cqrs_subscriptions WHERE topic = ?";
+
+pub(super) const LOAD_CHECKPOINT: &str = "SELECT position FROM cqrs_checkpoints WHERE subscription = ?";
+pub(super) const SAVE_CHECKPOINT: &str = "INSERT INTO cqrs_checkpoints (subscription, position, updated_at) \
+     VALUES (?, ?, ?) ON CONFLICT (subscription) DO UPDATE SET position = excluded.position, \
+     updated_at = excluded.updated_at";

@@ -1,0 +1,45 @@
+//! Checkpoints of catch-up subscriptions on SQLite.
+
+use cqrs_core::{CheckpointStore, Result};
+use sqlx::SqliteConnection;
+
+use super::{SqliteStore, sql};
+use crate::error::db;
+
+impl SqliteStore {
+    /// Saves a checkpoint on `conn`, inside the caller's transaction: a projection that writes
+    /// its rows and its checkpoint in one transaction applies each event exactly once.
+    ///
+    /// # Errors
+    /// When the statement fails.
+    pub async fn save_checkpoint_in(
+        conn: &mut SqliteConnection,
+        subscription: &str,
+        position: u64,
+    ) -> Result<()> {
+        sqlx::query(sql::SAVE_CHECKPOINT)
+            .bind(subscription)
+            .bind(position as i64)
+            .bind(cqrs_core::chrono::Utc::now().timestamp_micros())
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl CheckpointStore for SqliteStore {
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<u64>> {
+        let position: Option<i64> = sqlx::query_scalar(sql::LOAD_CHECKPOINT)
+            .bind(subscription)
+            .fetch_optional(self.reader())
+            .await
+            .map_err(db)?;
+        Ok(position.map(|p| p as u64))
+    }
+
+    async fn save_checkpoint(&self, subscription: &str, position: u64) -> Result<()> {
+        let mut conn = self.writer().acquire().await.map_err(db)?;
+        Self::save_checkpoint_in(&mut conn, subscription, position).await
+    }
+}
