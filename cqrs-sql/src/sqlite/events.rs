@@ -21,12 +21,7 @@ const ROWS_PER_INSERT: usize = 500;
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::with_capacity(sql::INSERT_EVENTS.len() + rows * (sql::EVENT_ROW.len() + 2) + 20);
     sql.push_str(sql::INSERT_EVENTS);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(sql::EVENT_ROW);
-    }
+    sql::push_rows(&mut sql, sql::EVENT_ROW, rows);
     sql.push_str(sql::RETURNING_POSITION);
     sql
 }
@@ -94,19 +89,9 @@ pub(super) const MAX_STATEMENT_EVENTS: usize = 3_000;
 fn batch_sql(appends: usize, events: usize) -> String {
     let mut sql = String::with_capacity(800 + appends * 14 + events * 26);
     sql.push_str(sql::BATCH_APPEND_HEAD);
-    for i in 0..appends {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(sql::BATCH_APPEND_ROW);
-    }
+    sql::push_rows(&mut sql, sql::BATCH_APPEND_ROW, appends);
     sql.push_str(sql::BATCH_APPEND_ROWS);
-    for i in 0..events {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(sql::BATCH_EVENT_ROW);
-    }
+    sql::push_rows(&mut sql, sql::BATCH_EVENT_ROW, events);
     sql.push_str(sql::BATCH_APPEND_TAIL);
     sql
 }

@@ -148,3 +148,14 @@ pub(super) const LOAD_CHECKPOINT: &str = "SELECT position FROM cqrs_checkpoints 
 pub(super) const SAVE_CHECKPOINT: &str = "INSERT INTO cqrs_checkpoints (subscription, position, updated_at) \
      VALUES (?, ?, ?) ON CONFLICT (subscription) DO UPDATE SET position = excluded.position, \
      updated_at = excluded.updated_at";
+
+/// Appends `n` copies of a placeholder row, comma-separated: the variable part of a multi-row
+/// statement.
+pub(super) fn push_rows(sql: &mut String, row: &str, n: usize) {
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+}

@@ -57,12 +57,7 @@ fn outgoing(
 async fn insert(conn: &mut SqliteConnection, queue: &str, messages: &[Outgoing], now: i64) -> Result<()> {
     for chunk in messages.chunks(ROWS_PER_INSERT) {
         let mut statement = String::from(sql::ENQUEUE);
-        for i in 0..chunk.len() {
-            if i > 0 {
-                statement.push_str(", ");
-            }
-            statement.push_str(sql::MESSAGE_ROW);
-        }
+        sql::push_rows(&mut statement, sql::MESSAGE_ROW, chunk.len());
         let mut query = sqlx::query(AssertSqlSafe(statement));
         for m in chunk {
             query = query
