@@ -188,3 +188,34 @@ async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
     let error = repo.get(Uuid::now_v7()).await.unwrap_err();
     assert!(error.is_transient(), "a closed pool is an outage: {error}");
 }
+
+/// The inbox records on the handler's own transaction: rolled back with it, committed with it.
+#[tokio::test]
+async fn inbox_records_commit_with_the_handlers_transaction() {
+    use cqrs_core::InboxStore;
+
+    let (dir, store) = store().await;
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("conformance.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut tx = raw.begin().await.unwrap();
+    SqliteStore::mark_processed_in(&mut tx, "projection", "m-1")
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(
+        !store.is_processed("projection", "m-1").await.unwrap(),
+        "rolled back with the handler"
+    );
+    let mut tx = raw.begin().await.unwrap();
+    SqliteStore::mark_processed_in(&mut tx, "projection", "m-1")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.is_processed("projection", "m-1").await.unwrap());
+    store.mark_processed("projection", "m-1").await.unwrap();
+    assert!(!store.is_processed("other", "m-1").await.unwrap(), "per handler");
+}

@@ -202,6 +202,23 @@ impl ProcessStore for PgStore {
     }
 }
 
+impl PgStore {
+    /// Records in the inbox, on `conn`, that `handler` processed `message_id`: inside the
+    /// handler's own transaction, so its effects and the record commit together.
+    ///
+    /// # Errors
+    /// When the statement fails.
+    pub async fn mark_processed_in(conn: &mut PgConnection, handler: &str, message_id: &str) -> Result<()> {
+        sqlx::query(sql::INBOX_RECORD)
+            .bind(handler)
+            .bind(message_id)
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
 impl InboxStore for PgStore {
     async fn is_processed(&self, handler: &str, message_id: &str) -> Result<bool> {
         sqlx::query_scalar(sql::INBOX_CONTAINS)
@@ -213,12 +230,7 @@ impl InboxStore for PgStore {
     }
 
     async fn mark_processed(&self, handler: &str, message_id: &str) -> Result<()> {
-        sqlx::query(sql::INBOX_RECORD)
-            .bind(handler)
-            .bind(message_id)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
-        Ok(())
+        let mut conn = self.pool().acquire().await.map_err(db)?;
+        Self::mark_processed_in(&mut conn, handler, message_id).await
     }
 }

@@ -200,6 +200,28 @@ impl ProcessStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Records in the inbox, on `conn`, that `handler` processed `message_id`: inside the
+    /// handler's own transaction, so its effects and the record commit together.
+    ///
+    /// # Errors
+    /// When the statement fails.
+    pub async fn mark_processed_in(
+        conn: &mut sqlx::SqliteConnection,
+        handler: &str,
+        message_id: &str,
+    ) -> Result<()> {
+        sqlx::query(sql::INBOX_RECORD)
+            .bind(handler)
+            .bind(message_id)
+            .bind(cqrs_core::chrono::Utc::now().timestamp_micros())
+            .execute(conn)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
 impl InboxStore for SqliteStore {
     async fn is_processed(&self, handler: &str, message_id: &str) -> Result<bool> {
         sqlx::query_scalar(sql::INBOX_CONTAINS)
@@ -211,13 +233,7 @@ impl InboxStore for SqliteStore {
     }
 
     async fn mark_processed(&self, handler: &str, message_id: &str) -> Result<()> {
-        sqlx::query(sql::INBOX_RECORD)
-            .bind(handler)
-            .bind(message_id)
-            .bind(self.now_micros())
-            .execute(self.writer())
-            .await
-            .map_err(db)?;
-        Ok(())
+        let mut conn = self.writer().acquire().await.map_err(db)?;
+        Self::mark_processed_in(&mut conn, handler, message_id).await
     }
 }
