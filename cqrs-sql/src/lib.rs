@@ -7,11 +7,14 @@
 //! | `sqlite` (default) | `SqliteStore` | the embedded default: one file, WAL, one writer connection with `BEGIN IMMEDIATE`, a pool of readers |
 //! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; LISTEN/NOTIFY wake-ups |
 //!
-//! A store implements the storage traits of `cqrs-core` over one database: `EventReader`,
-//! `EventAppender` and `EventOutbox` (the outbox row is written by the append's own
-//! transaction), `SnapshotStore`, `ProcessStore` (state and undispatched commands in one
-//! transaction) and `InboxStore`. Every backend passes the conformance suite of
-//! `cqrs_core::testing::conformance` unchanged.
+//! A store implements the storage and transport traits of `cqrs-core` over one database:
+//! `EventReader`, `EventAppender` and `EventOutbox` (the outbox rows are written by the append
+//! itself; concurrent appends share commits through group commit), `SnapshotStore`,
+//! `ProcessStore` (state and undispatched commands in one transaction), `InboxStore`,
+//! `CheckpointStore`, and the message transport `MessageQueue`, `Topics` and `DeadLetters`
+//! (sessions, delays, time to live, leases fenced by delivery count). Every backend passes the
+//! conformance suite of `cqrs_core::testing::conformance` unchanged. Design and operation:
+//! `docs/storage.md`.
 //!
 //! Migrations are embedded per dialect, versioned and idempotent; opening a store applies them
 //! (`SqliteStore::open`, `PgStore::connect`), and `migrate` applies them explicitly.
