@@ -231,19 +231,15 @@ async fn a_subscription_never_skips_an_event_that_commits_late() {
 /// transiently, so retry policies retry it.
 #[tokio::test]
 async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
+    use cqrs_core::Repository;
     use cqrs_core::testing::sample::Inventory;
-    use cqrs_core::{Error, Repository};
 
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("faults").await else {
         return;
     };
     let repo = Repository::<Inventory, _>::new(store.clone());
-    for (case, name, codec, payload) in [
-        ("bad-json", "sample.SeatsAdded", "json", &b"{not json"[..]),
-        ("unknown-name", "sample.Unheard", "json", &b"{}"[..]),
-        ("unknown-codec", "sample.SeatsAdded", "yaml", &b"{}"[..]),
-    ] {
+    for (case, name, codec, payload) in support::CORRUPT_ROWS {
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name, schema_version, \
@@ -258,16 +254,7 @@ async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
         .execute(store.pool())
         .await
         .unwrap();
-        let error = repo.get(id).await.unwrap_err();
-        match case {
-            "bad-json" => assert!(matches!(error, Error::Codec(_)), "{case}: {error}"),
-            "unknown-name" => assert!(
-                matches!(&error, Error::UnknownMessage(n) if n == "sample.Unheard"),
-                "{error}"
-            ),
-            _ => assert!(error.to_string().contains("codec tag"), "{case}: {error}"),
-        }
-        assert!(!error.is_retryable(), "{case}: bad data is not worth retrying");
+        support::assert_unreadable(case, &repo.get(id).await.unwrap_err());
     }
 
     let down = cqrs_sql::PgOptions::new("postgres://postgres@127.0.0.1:1/test")

@@ -2,6 +2,8 @@
 
 #![cfg(feature = "sqlite")]
 
+mod support;
+
 use cqrs_core::testing::conformance;
 use cqrs_sql::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
@@ -144,7 +146,7 @@ async fn processor_over_the_sqlite_queue() {
 async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
     use cqrs_core::testing::sample::Inventory;
     use cqrs_core::uuid::Uuid;
-    use cqrs_core::{Error, Repository, StreamId};
+    use cqrs_core::{Repository, StreamId};
 
     let (dir, store) = store().await;
     let raw = sqlx::SqlitePool::connect(&format!(
@@ -154,11 +156,7 @@ async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
     .await
     .unwrap();
     let repo = Repository::<Inventory, _>::new(store.clone());
-    for (case, name, codec, payload) in [
-        ("bad-json", "sample.SeatsAdded", "json", &b"{not json"[..]),
-        ("unknown-name", "sample.Unheard", "json", &b"{}"[..]),
-        ("unknown-codec", "sample.SeatsAdded", "yaml", &b"{}"[..]),
-    ] {
+    for (case, name, codec, payload) in support::CORRUPT_ROWS {
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO cqrs_events (event_id, stream_id, stream_type, version, name, schema_version, codec, \
@@ -172,16 +170,7 @@ async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
         .execute(&raw)
         .await
         .unwrap();
-        let error = repo.get(id).await.unwrap_err();
-        match case {
-            "bad-json" => assert!(matches!(error, Error::Codec(_)), "{case}: {error}"),
-            "unknown-name" => assert!(
-                matches!(&error, Error::UnknownMessage(n) if n == "sample.Unheard"),
-                "{error}"
-            ),
-            _ => assert!(error.to_string().contains("codec tag"), "{case}: {error}"),
-        }
-        assert!(!error.is_retryable(), "{case}: bad data is not worth retrying");
+        support::assert_unreadable(case, &repo.get(id).await.unwrap_err());
     }
 
     store.close().await;

@@ -42,3 +42,27 @@ pub(crate) async fn postgres(test: &str) -> Option<PgStore> {
         .expect("the test database is reachable");
     Some(store)
 }
+
+/// Stored events that cannot be read: `(case, name, codec tag, payload)`.
+pub(crate) const CORRUPT_ROWS: [(&str, &str, &str, &[u8]); 3] = [
+    ("bad-json", "sample.SeatsAdded", "json", b"{not json"),
+    ("unknown-name", "sample.Unheard", "json", b"{}"),
+    ("unknown-codec", "sample.SeatsAdded", "yaml", b"{}"),
+];
+
+/// What loading each of [`CORRUPT_ROWS`] must fail with: a clear, permanent error.
+///
+/// # Panics
+/// When the error is another one.
+pub(crate) fn assert_unreadable(case: &str, error: &cqrs_core::Error) {
+    use cqrs_core::Error;
+    match case {
+        "bad-json" => assert!(matches!(error, Error::Codec(_)), "{case}: {error}"),
+        "unknown-name" => assert!(
+            matches!(error, Error::UnknownMessage(n) if n == "sample.Unheard"),
+            "{error}"
+        ),
+        _ => assert!(error.to_string().contains("codec tag"), "{case}: {error}"),
+    }
+    assert!(!error.is_retryable(), "{case}: bad data is not worth retrying");
+}
