@@ -143,7 +143,7 @@ async fn commit_loop<W: BatchWriter>(
 }
 
 /// The same failure for every append of a batch that failed as a whole, keeping its class.
-pub(crate) fn for_each(error: &Error) -> Error {
+pub(crate) fn shared_failure(error: &Error) -> Error {
     match error {
         Error::Conflict {
             stream,

@@ -193,7 +193,7 @@ impl BatchWriter for PgAppender {
             }
             Err(error) => {
                 let error = db(error);
-                batch.iter().map(|_| Err(group::for_each(&error))).collect()
+                batch.iter().map(|_| Err(group::shared_failure(&error))).collect()
             }
         }
     }

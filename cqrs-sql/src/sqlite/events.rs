@@ -209,7 +209,7 @@ impl BatchWriter for SqliteAppender {
     async fn write(&self, batch: &[AppendRequest]) -> Vec<Result<AppendResult>> {
         match self.try_write(batch).await {
             Ok(results) => results,
-            Err(error) => batch.iter().map(|_| Err(group::for_each(&error))).collect(),
+            Err(error) => batch.iter().map(|_| Err(group::shared_failure(&error))).collect(),
         }
     }
 }

@@ -111,25 +111,25 @@ impl SqliteStore {
         self.waker(queue).notify_one();
     }
 
-    /// Runs a fenced settle statement; `true` if it applied.
+    /// Runs a fenced settle statement (a no-op for a delivery whose lock was lost).
     async fn settle(
         &self,
         statement: &'static str,
         delivery: &Delivery,
         visible_at: Option<i64>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let mut query = sqlx::query(statement);
         if let Some(visible_at) = visible_at {
             query = query.bind(visible_at);
         }
-        let done = query
+        query
             .bind(delivery.id as i64)
             .bind(i64::from(delivery.delivery_count))
             .execute(self.writer())
             .await
             .map_err(db)?;
         self.wake(&delivery.queue);
-        Ok(done.rows_affected() > 0)
+        Ok(())
     }
 }
 
@@ -140,9 +140,15 @@ impl MessageQueue for SqliteStore {
         }
         let now = self.now();
         let messages = outgoing(envelopes, now)?;
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        insert(&mut tx, queue, &messages, now.timestamp_micros()).await?;
-        tx.commit().await.map_err(db)?;
+        if messages.len() <= ROWS_PER_INSERT {
+            // One statement is atomic by itself: no transaction round trips around it.
+            let mut conn = self.writer().acquire().await.map_err(db)?;
+            insert(&mut conn, queue, &messages, now.timestamp_micros()).await?;
+        } else {
+            let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+            insert(&mut tx, queue, &messages, now.timestamp_micros()).await?;
+            tx.commit().await.map_err(db)?;
+        }
         self.wake(queue);
         Ok(())
     }
@@ -180,14 +186,12 @@ impl MessageQueue for SqliteStore {
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
-        self.settle(sql::COMPLETE, delivery, None).await.map(drop)
+        self.settle(sql::COMPLETE, delivery, None).await
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
         let visible_at = saturating_add(self.now(), retry_after).timestamp_micros();
-        self.settle(sql::ABANDON, delivery, Some(visible_at))
-            .await
-            .map(drop)
+        self.settle(sql::ABANDON, delivery, Some(visible_at)).await
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
