@@ -102,12 +102,31 @@ async fn consume(url: String, schema: String, name: String) {
     processor.run_until(std::future::pending()).await.unwrap();
 }
 
-fn spawn_consumer(url: &str, schema: &str, name: &str) -> Child {
+/// A consumer process, killed when dropped: a failing test must not leave consumers running
+/// (they would also hold the test's output open).
+struct Consumer(Child);
+
+impl Consumer {
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL the consumer");
+        self.0.wait().expect("the consumer is reaped");
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_consumer(url: &str, schema: &str, name: &str) -> Consumer {
     Command::new(std::env::current_exe().unwrap())
         .env(ROLE, name)
         .env(SCHEMA, schema)
         .env(support::POSTGRES_URL, url)
         .spawn()
+        .map(Consumer)
         .expect("a consumer process starts")
 }
 
@@ -185,8 +204,7 @@ async fn orchestrate(url: String) {
             && log.iter().any(|h| h.consumer == "victim" && h.finished.is_none())
     })
     .await;
-    victim.kill().expect("SIGKILL the victim");
-    victim.wait().unwrap();
+    victim.kill();
     let killed_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(store.pool())
         .await
@@ -204,8 +222,7 @@ async fn orchestrate(url: String) {
         done.len() == total
     })
     .await;
-    survivor.kill().unwrap();
-    survivor.wait().unwrap();
+    survivor.kill();
 
     let abandoned: Vec<&Handling> = log.iter().filter(|h| h.finished.is_none()).collect();
     assert!(!abandoned.is_empty(), "the victim died holding a message");

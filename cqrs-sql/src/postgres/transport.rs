@@ -93,6 +93,12 @@ fn dead_letter(row: &PgRow) -> Result<DeadLetter> {
 }
 
 impl PgStore {
+    /// Wakes this process's consumers of `queue` and, through NOTIFY, every other process's.
+    ///
+    /// Settling calls it too: completing a session's message frees the session's next one, and
+    /// the process that settled may be saturated, so an idle process should take it now rather
+    /// than at its next poll. Notifications are coalesced and sent by a background task, so
+    /// this adds no statement to the settle itself.
     fn wake(&self, queue: &str) {
         self.inner.wakers.get(queue).notify_one();
         self.inner.notifier.notify(sql::MESSAGES_CHANNEL, queue);
