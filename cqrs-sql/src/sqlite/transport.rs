@@ -140,15 +140,9 @@ impl MessageQueue for SqliteStore {
         }
         let now = self.now();
         let messages = outgoing(envelopes, now)?;
-        if messages.len() <= ROWS_PER_INSERT {
-            // One statement is atomic by itself: no transaction round trips around it.
-            let mut conn = self.writer().acquire().await.map_err(db)?;
-            insert(&mut conn, queue, &messages, now.timestamp_micros()).await?;
-        } else {
-            let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-            insert(&mut tx, queue, &messages, now.timestamp_micros()).await?;
-            tx.commit().await.map_err(db)?;
-        }
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        insert(&mut tx, queue, &messages, now.timestamp_micros()).await?;
+        tx.commit().await.map_err(db)?;
         self.wake(queue);
         Ok(())
     }
