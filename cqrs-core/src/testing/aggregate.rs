@@ -62,6 +62,20 @@ impl<A: Aggregate, E: fmt::Debug> AggregateOutcome<A, E> {
         self.root
     }
 
+    /// Asserts success and hands the new events to `check`, for events with values the test
+    /// cannot know in advance (generated ids, codes); returns the root.
+    ///
+    /// # Panics
+    /// If the operation failed, or as `check` does.
+    #[track_caller]
+    pub fn then_with(self, check: impl FnOnce(&[A::Event])) -> Root<A> {
+        if let Err(error) = &self.result {
+            panic!("expected events, got the error {error:?}");
+        }
+        check(self.root.pending());
+        self.root
+    }
+
     /// Asserts success with no new event; returns the root.
     ///
     /// # Panics
