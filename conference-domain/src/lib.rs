@@ -48,9 +48,11 @@
 
 pub mod commands;
 pub mod error;
+pub mod management;
 pub mod order;
 pub mod payments;
 pub mod pricing;
+pub mod read_model;
 pub mod registration;
 pub mod seat_assignments;
 pub mod seats_availability;

@@ -23,12 +23,18 @@ pub struct SeatTypePrice {
 /// or not (project decision 6), so that in-flight orders survive an unpublish.
 pub trait SeatTypeSource: Send + Sync {
     /// Every seat type of `conference_id` (empty when none is known).
-    fn seat_types(&self, conference_id: Uuid) -> impl Future<Output = Result<Vec<SeatTypePrice>>> + Send;
+    fn seat_type_prices(
+        &self,
+        conference_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<SeatTypePrice>>> + Send;
 }
 
 impl<T: SeatTypeSource> SeatTypeSource for std::sync::Arc<T> {
-    fn seat_types(&self, conference_id: Uuid) -> impl Future<Output = Result<Vec<SeatTypePrice>>> + Send {
-        (**self).seat_types(conference_id)
+    fn seat_type_prices(
+        &self,
+        conference_id: Uuid,
+    ) -> impl Future<Output = Result<Vec<SeatTypePrice>>> + Send {
+        (**self).seat_type_prices(conference_id)
     }
 }
 
@@ -62,7 +68,10 @@ impl PriceList {
     /// # Errors
     /// The source's failures.
     pub async fn load(source: &impl SeatTypeSource, conference_id: Uuid) -> Result<Self> {
-        Ok(Self::new(conference_id, source.seat_types(conference_id).await?))
+        Ok(Self::new(
+            conference_id,
+            source.seat_type_prices(conference_id).await?,
+        ))
     }
 }
 

@@ -237,11 +237,7 @@ mod tests {
             ..ada.clone()
         };
         assert_ne!(ada, no_email);
-        let set: HashSet<_> = [
-            ada,
-            PersonalInfo::new("Ada", "Lovelace", "ADA@EXAMPLE.ORG"),
-        ]
-        .into();
+        let set: HashSet<_> = [ada, PersonalInfo::new("Ada", "Lovelace", "ADA@EXAMPLE.ORG")].into();
         assert_eq!(set.len(), 1, "Hash agrees with equality");
     }
 

@@ -237,7 +237,7 @@ fn seat_assignments_need_a_confirmed_order() {
 struct Fixed(Uuid, Vec<SeatTypePrice>);
 
 impl SeatTypeSource for Fixed {
-    async fn seat_types(&self, conference_id: Uuid) -> cqrs_core::Result<Vec<SeatTypePrice>> {
+    async fn seat_type_prices(&self, conference_id: Uuid) -> cqrs_core::Result<Vec<SeatTypePrice>> {
         Ok(if conference_id == self.0 {
             self.1.clone()
         } else {

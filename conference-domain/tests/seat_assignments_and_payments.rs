@@ -112,11 +112,7 @@ fn assigning_a_seat() {
         .when(|s| s.execute(|s| s.assign_seat(0, person("ADA", "lovelace", "ada@EXAMPLE.org"))))
         .then_nothing();
     // No email, or an unknown position.
-    for (position, attendee) in [
-        (0, PersonalInfo::default()),
-        (0, person("A", "B", "")),
-        (7, ada),
-    ] {
+    for (position, attendee) in [(0, PersonalInfo::default()), (0, person("A", "B", "")), (7, ada)] {
         let err = AggregateTest::<SeatAssignments>::new(Uuid::now_v7())
             .given(assigned.clone())
             .when(|s| s.execute(|s| s.assign_seat(position, attendee.clone())))

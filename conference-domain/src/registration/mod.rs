@@ -2,7 +2,7 @@
 //! reservation, its payment and its expiry.
 //!
 //! [`RegistrationProcess`] is the state and the transition table, pure and testable with the
-//! framework's [`ProcessTest`](cqrs_core::testing::ProcessTest);
+//! framework's `ProcessTest` (`cqrs_core::testing`, feature `testing`);
 //! [`RegistrationRouter`] finds the instance for each message and saves it with its outgoing
 //! commands through the process store's outbox.
 

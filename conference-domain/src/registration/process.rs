@@ -94,7 +94,7 @@ fn refused(message: &str) -> cqrs_core::Error {
 
 impl RegistrationProcess {
     /// Handles any of the process's six messages, given in its envelope, at `now`: what the
-    /// [`ProcessTest`](cqrs_core::testing::ProcessTest) kit drives. The router calls the
+    /// `ProcessTest` kit of `cqrs_core::testing` drives. The router calls the
     /// `on_*` functions directly.
     ///
     /// # Errors
