@@ -178,6 +178,20 @@ impl System {
         self.bus.send(Envelope::command(command)).await.unwrap();
     }
 
+    async fn available(&self, seat_type: Uuid) -> i32 {
+        let row = ConferenceViewStore::seat_type(&self.models, seat_type)
+            .await
+            .unwrap();
+        row.expect("a seat-type row").available_quantity
+    }
+
+    async fn order(&self, id: Uuid) -> cqrs_core::Root<Order> {
+        Repository::<Order, _>::new(self.store.clone())
+            .get(id)
+            .await
+            .unwrap()
+    }
+
     /// Checks §14's invariant: per seat type, available + pending + sold = total.
     async fn audit(&self, conference: Uuid, sold: &[(Uuid, i32)]) {
         let availability = Repository::<SeatsAvailability, _>::new(self.store.clone())
@@ -360,14 +374,7 @@ async fn orders_are_paid_expired_and_refunded_without_losing_a_seat() {
         system.models.priced_order(greedy).await.unwrap().unwrap().total,
         money("700")
     );
-    assert_eq!(
-        ConferenceViewStore::seat_type(&system.models, full)
-            .await
-            .unwrap()
-            .unwrap()
-            .available_quantity,
-        0
-    );
+    assert_eq!(system.available(full).await, 0);
     system.audit(conf, &[(full, 3)]).await;
 
     // 28 minutes: the timer (window + 14 min ≈ 29 min) has not fired yet.
@@ -381,21 +388,8 @@ async fn orders_are_paid_expired_and_refunded_without_losing_a_seat() {
         "expired"
     );
     assert!(system.models.admin_order(greedy).await.unwrap().is_none());
-    assert!(
-        Repository::<Order, _>::new(system.store.clone())
-            .get(greedy)
-            .await
-            .unwrap()
-            .is_expired()
-    );
-    assert_eq!(
-        ConferenceViewStore::seat_type(&system.models, full)
-            .await
-            .unwrap()
-            .unwrap()
-            .available_quantity,
-        7
-    );
+    assert!(system.order(greedy).await.is_expired());
+    assert_eq!(system.available(full).await, 7);
     system.audit(conf, &[(full, 3)]).await;
 
     // The registrant pays anyway: the order stays expired and the payment is flagged.
@@ -418,13 +412,7 @@ async fn orders_are_paid_expired_and_refunded_without_losing_a_seat() {
         (refunds[0].id, refunds[0].state),
         (late, PaymentState::RefundRequired)
     );
-    assert!(
-        Repository::<Order, _>::new(system.store.clone())
-            .get(greedy)
-            .await
-            .unwrap()
-            .is_expired()
-    );
+    assert!(system.order(greedy).await.is_expired());
     system.audit(conf, &[(full, 3)]).await;
     let dead = cqrs_core::DeadLetters::dead_letters(&system.transport, None, 10)
         .await

@@ -16,9 +16,9 @@ use conference_domain::order::{
 use conference_domain::pricing::{PriceList, SeatTypePrice, SeatTypeSource};
 use conference_domain::values::{ACCESS_CODE_ALPHABET, OrderLine, SeatOrderLine};
 use cqrs_core::testing::{AggregateTest, ManualClock};
-use cqrs_core::{CommandHandler, Envelope, EventReader, Repository, Root, StreamId};
+use cqrs_core::{EventReader, Repository, Root, StreamId};
 use cqrs_memory::MemoryEventStore;
-use support::{Prices, money, seats, t0};
+use support::{Prices, money, seats, send, t0};
 use uuid::Uuid;
 
 fn placed(p: &Prices, lines: &[(Uuid, i32)]) -> OrderEvent {
@@ -259,14 +259,6 @@ fn handler(p: &Prices, store: &Arc<MemoryEventStore>) -> OrderHandler<Arc<Memory
     ];
     let clock = Arc::new(ManualClock::new(t0()));
     OrderHandler::new(Repository::new(store.clone()), Fixed(p.conference, types), clock)
-}
-
-async fn send<C: cqrs_core::Command + Clone>(
-    handler: &impl CommandHandler<C>,
-    command: C,
-) -> cqrs_core::Result<()> {
-    let envelope = Envelope::command(command.clone());
-    handler.handle(&command, &envelope.metadata).await
 }
 
 #[tokio::test]

@@ -124,6 +124,16 @@ impl Ids {
         )
     }
 
+    /// Processes of this order that have not seen its reservation: not started, and awaiting it.
+    fn before_reservation(self) -> [Process<RegistrationProcess>; 2] {
+        let awaiting = self.at(
+            Stage::AwaitingReservationConfirmation,
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        [new_process(), awaiting]
+    }
+
     fn completed(self, outcome: Outcome) -> Process<RegistrationProcess> {
         let mut process = self.at(
             Stage::ReservationConfirmationReceived,
@@ -328,14 +338,7 @@ fn payment_completed() {
         .then_nothing_sent();
     assert_eq!(outcome.state().outcome, Some(Outcome::Confirmed));
     // Too early.
-    for process in [
-        new_process(),
-        ids.at(
-            Stage::AwaitingReservationConfirmation,
-            Uuid::now_v7(),
-            Uuid::now_v7(),
-        ),
-    ] {
+    for process in ids.before_reservation() {
         let err = test(process).when(&ids.paid()).then_error();
         invalid_state(&err, "Cannot handle payment confirmation at this stage.");
     }
@@ -371,14 +374,7 @@ fn order_confirmed_commits_the_reservation() {
         assert_eq!(state.expiration_command_id, Uuid::nil());
         assert_eq!(state.stage, stage, "the stage is unchanged");
     }
-    for process in [
-        new_process(),
-        ids.at(
-            Stage::AwaitingReservationConfirmation,
-            Uuid::now_v7(),
-            Uuid::now_v7(),
-        ),
-    ] {
+    for process in ids.before_reservation() {
         let err = test(process).when(&ids.confirmed()).then_error();
         invalid_state(&err, "Cannot handle order confirmation at this stage.");
     }

@@ -26,7 +26,7 @@ use cqrs_core::{
     Repository, StreamId,
 };
 use cqrs_memory::MemoryEventStore;
-use support::{money, published, seats, t0};
+use support::{money, published, seats, send, t0};
 use uuid::Uuid;
 
 fn created(order: Uuid, types: &[Uuid]) -> SeatAssignmentsEvent {
@@ -319,10 +319,6 @@ async fn the_payment_handler() {
     let store = Arc::new(MemoryEventStore::new());
     let handler = PaymentHandler::new(Repository::new(store.clone()));
     let (payment, order) = (Uuid::now_v7(), Uuid::now_v7());
-    async fn send<C: cqrs_core::Command + Clone>(h: &impl CommandHandler<C>, c: C) -> cqrs_core::Result<()> {
-        let envelope = Envelope::command(c.clone());
-        h.handle(&c, &envelope.metadata).await
-    }
     let initiate = InitiateThirdPartyProcessorPayment::new(
         payment,
         order,

@@ -15,10 +15,10 @@ use conference_domain::seats_availability::{
 };
 use conference_domain::values::SeatQuantity;
 use cqrs_core::testing::AggregateTest;
-use cqrs_core::{CommandHandler, Envelope, EventReader, Originator, Repository, Root, StreamId};
+use cqrs_core::{EventReader, Originator, Repository, Root, StreamId};
 use cqrs_memory::MemoryEventStore;
 use proptest::prelude::*;
-use support::seats;
+use support::{seats, send};
 use uuid::Uuid;
 
 fn added(seat_type: Uuid, n: i32) -> SeatsAvailabilityEvent {
@@ -170,14 +170,6 @@ fn cancel_and_commit_act_only_on_pending_reservations() {
             .when(|a| a.execute(|a| Ok::<_, ()>(op(a, r))))
             .then_nothing();
     }
-}
-
-async fn send<C: cqrs_core::Command + Clone>(
-    handler: &impl CommandHandler<C>,
-    command: C,
-) -> cqrs_core::Result<()> {
-    let envelope = Envelope::command(command.clone());
-    handler.handle(&command, &envelope.metadata).await
 }
 
 #[tokio::test]

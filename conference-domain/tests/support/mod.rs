@@ -6,7 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Utc};
 use conference_domain::pricing::{PriceList, SeatTypePrice};
 use conference_domain::values::{Money, SeatQuantity};
-use cqrs_core::{Envelope, Message, Metadata, Source, StreamId};
+use cqrs_core::{Command, CommandHandler, Envelope, Message, Metadata, Source, StreamId};
 use uuid::Uuid;
 
 /// Parses a decimal.
@@ -79,4 +79,10 @@ pub fn published<E: Message>(
         ..Metadata::default()
     };
     Envelope::from_parts(event.into(), metadata)
+}
+
+/// Hands `command` to `handler` in the envelope the bus would give it.
+pub async fn send<C: Command + Clone>(handler: &impl CommandHandler<C>, command: C) -> cqrs_core::Result<()> {
+    let envelope = Envelope::command(command.clone());
+    handler.handle(&command, &envelope.metadata).await
 }
