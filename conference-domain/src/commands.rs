@@ -234,6 +234,15 @@ pub struct PaymentItem {
     pub amount: Money,
 }
 
+/// At most this many seats of one type in one order.
+pub const MAX_SEATS_PER_TYPE: i32 = 20;
+
+/// How many seats of a type an order may select (§14.2): what is available (never below
+/// zero) plus what the order already holds of that type, at most [`MAX_SEATS_PER_TYPE`].
+pub fn selectable_maximum(available: i32, already_reserved: i32) -> i32 {
+    (available.max(0) + already_reserved).min(MAX_SEATS_PER_TYPE)
+}
+
 impl RegisterToConference {
     /// Boundary validation (§3): at least one positive quantity, and none negative.
     ///
@@ -319,6 +328,14 @@ mod tests {
             Err(DomainError::validation("seats", "Invalid registration."))
         );
         assert_eq!(register(&[0, 2]), Ok(()));
+    }
+
+    #[test]
+    fn selectable_maximum_adds_what_the_order_holds_and_caps_at_20() {
+        assert_eq!(selectable_maximum(5, 0), 5);
+        assert_eq!(selectable_maximum(-3, 2), 2);
+        assert_eq!(selectable_maximum(5, 3), 8);
+        assert_eq!(selectable_maximum(300, 0), 20);
     }
 
     #[test]

@@ -672,6 +672,52 @@ async fn order_seats_payments_and_the_admins_orders() {
     assert_eq!(store.admin_order(order).await.unwrap(), None);
 }
 
+#[test]
+fn posted_seat_assignments_become_one_batch_unassignments_first() {
+    let assignments = Uuid::now_v7();
+    let seat = |position, attendee| OrderSeat {
+        position,
+        seat_name: Some("Full".into()),
+        attendee,
+    };
+    let ada = PersonalInfo::new("Ada", "Lovelace", "ada@example.org");
+    let grace = PersonalInfo::new("Grace", "Hopper", "grace@example.org");
+    let saved = OrderSeats {
+        assignments_id: assignments,
+        order_id: Uuid::now_v7(),
+        seats: vec![
+            seat(0, ada.clone()),
+            seat(1, grace.clone()),
+            seat(2, PersonalInfo::default()),
+            seat(3, ada.clone()),
+        ],
+    };
+    let blank = PersonalInfo::new("Someone", "", "  ");
+    let posted = [
+        (0, blank.clone()),                                             // emptied: unassign
+        (1, PersonalInfo::new("Grace", "Hopper", "GRACE@example.org")), // the same person: nothing
+        (2, blank),                                                     // neither has an email: nothing
+        (3, grace.clone()),                                             // someone else: assign
+        (7, ada),                                                       // no such position: ignored
+    ];
+    let batch = saved.changes(&posted);
+    let names: Vec<_> = batch.iter().map(|e| e.name().to_owned()).collect();
+    assert_eq!(names, ["UnassignSeat", "AssignSeat"]);
+    let unassign = batch[0]
+        .message
+        .decode::<conference_domain::commands::UnassignSeat>()
+        .unwrap();
+    assert_eq!(
+        (unassign.seat_assignments_id, unassign.position),
+        (assignments, 0)
+    );
+    let assign = batch[1]
+        .message
+        .decode::<conference_domain::commands::AssignSeat>()
+        .unwrap();
+    assert_eq!((assign.position, &assign.attendee), (3, &grace));
+}
+
 // ---- the public cache -------------------------------------------------------------------
 
 fn seat_type_view(available: i32) -> SeatTypeView {

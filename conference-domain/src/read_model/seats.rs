@@ -3,11 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use cqrs_core::{EventDispatcher, Metadata, Result};
+use cqrs_core::{Envelope, EventDispatcher, Metadata, Result};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ConferenceQueries, route};
+use crate::commands::{AssignSeat, UnassignSeat};
 use crate::seat_assignments::{SeatAssigned, SeatAssignmentUpdated, SeatAssignmentsCreated, SeatUnassigned};
 use crate::values::PersonalInfo;
 use crate::{DomainError, Sourced};
@@ -38,6 +39,38 @@ impl OrderSeats {
     /// The document's key.
     pub fn key(assignments_id: Uuid) -> String {
         format!("SeatAssignments-{assignments_id}")
+    }
+}
+
+impl OrderSeats {
+    /// The commands that make the saved seats look like the `posted` ones (§14.2, step 11),
+    /// unassignments first, to send as one batch. Posted seats at positions the document does
+    /// not have are ignored; a blank posted email counts as none; a seat whose saved and posted
+    /// attendees both lack an email is left alone.
+    pub fn changes(&self, posted: &[(i32, PersonalInfo)]) -> Vec<Envelope> {
+        let blank_as_none = |info: &PersonalInfo| PersonalInfo {
+            email: info.email.clone().filter(|e| !e.trim().is_empty()),
+            ..info.clone()
+        };
+        let pairs: Vec<(&OrderSeat, PersonalInfo)> = posted
+            .iter()
+            .filter_map(|(position, info)| {
+                let saved = self.seats.iter().find(|s| s.position == *position)?;
+                Some((saved, blank_as_none(info)))
+            })
+            .filter(|(saved, info)| saved.attendee.email.is_some() || info.email.is_some())
+            .collect();
+        let unassigns = pairs
+            .iter()
+            .filter(|(saved, info)| saved.attendee.email.is_some() && info.email.is_none())
+            .map(|(saved, _)| Envelope::command(UnassignSeat::new(self.assignments_id, saved.position)));
+        let assigns = pairs
+            .iter()
+            .filter(|(saved, info)| info.email.is_some() && saved.attendee != *info)
+            .map(|(saved, info)| {
+                Envelope::command(AssignSeat::new(self.assignments_id, saved.position, info.clone()))
+            });
+        unassigns.chain(assigns).collect()
     }
 }
 
