@@ -428,8 +428,13 @@ async fn seat_types_are_registered_with_seats_availability_exactly_once() {
     h.conference_event(update(10), 3).await.unwrap();
     assert_eq!(h.sent()[0].message.decode::<AddSeats>().unwrap().quantity, 3);
     h.conference_event(update(10), 3).await.unwrap();
-    assert!(h.sent().is_empty(), "project decision 3");
-    h.conference_event(update(4), 4).await.unwrap();
+    assert!(h.sent().is_empty(), "a redelivery sends nothing");
+    h.conference_event(update(10), 4).await.unwrap();
+    assert!(
+        h.sent().is_empty(),
+        "project decision 3: an unchanged quantity sends nothing"
+    );
+    h.conference_event(update(4), 5).await.unwrap();
     assert_eq!(h.sent()[0].message.decode::<RemoveSeats>().unwrap().quantity, 6);
     let row = h.store.seat_type(b).await.unwrap().unwrap();
     assert_eq!(
@@ -441,8 +446,77 @@ async fn seat_types_are_registered_with_seats_availability_exactly_once() {
         seat_type_id: Uuid::now_v7(),
         ..update(1)
     };
-    let err = h.conference_event(unknown, 5).await.unwrap_err();
+    let err = h.conference_event(unknown, 6).await.unwrap_err();
     assert_eq!(kind_of(&err), Some("invalid-state"));
+}
+
+#[tokio::test]
+async fn rebuilding_the_view_sends_no_seat_commands() {
+    let processes = Arc::new(MemoryProcessStore::new());
+    let bus = RecordingBus::new();
+    let clock: SharedClock = Arc::new(ManualClock::new(t0()));
+    let conference = Uuid::now_v7();
+    let seat_type = Uuid::now_v7();
+    let details = |quantity| SeatTypeDetails {
+        name: "Pass".into(),
+        description: "A pass".into(),
+        quantity,
+        price: money("10"),
+    };
+    let history = [
+        published(
+            SeatCreated {
+                seat_type_id: seat_type,
+                conference_id: conference,
+                details: details(10),
+            },
+            "Conference",
+            conference,
+            1,
+            None,
+        ),
+        published(
+            SeatUpdated {
+                seat_type_id: seat_type,
+                conference_id: conference,
+                details: details(12),
+            },
+            "Conference",
+            conference,
+            2,
+            None,
+        ),
+        published(
+            SeatUpdated {
+                seat_type_id: seat_type,
+                conference_id: conference,
+                details: details(8),
+            },
+            "Conference",
+            conference,
+            3,
+            None,
+        ),
+    ];
+    let mut sent = Vec::new();
+    for _generation in 0..2 {
+        let view = MemoryReadModels::new();
+        let generator =
+            ConferenceViewGenerator::new(view.clone(), processes.clone(), bus.clone(), clock.clone());
+        let mut d = EventDispatcher::new();
+        Arc::new(generator).subscribe(&mut d).unwrap();
+        for event in &history {
+            d.dispatch(event).await.unwrap();
+        }
+        assert_eq!(view.seat_type(seat_type).await.unwrap().unwrap().quantity, 8);
+        sent.push(bus.sent().len());
+        bus.clear();
+    }
+    assert_eq!(
+        sent,
+        [3, 0],
+        "the first build registers 10, +2, −4; the rebuild sends nothing"
+    );
 }
 
 #[tokio::test]

@@ -132,15 +132,19 @@ pub trait ConferenceViewStore: Send + Sync {
     fn save_seat_types(&self, seat_types: Vec<SeatTypeView>) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// What SeatsAvailability was told about one seat type: the quantity registered with it.
-/// Stored as a process so that the row's change and the `AddSeats` / `RemoveSeats` it causes
-/// go through the process store's outbox: a retry neither loses nor repeats the command.
+/// What SeatsAvailability was told about one seat type: the quantity registered with it, and
+/// the version of the conference event that set it. Stored as a process so that the
+/// `AddSeats` / `RemoveSeats` a seat event causes go through the process store's outbox: a
+/// redelivery neither loses nor repeats the command, and a rebuild of the view (which replays
+/// events the registration has already seen) sends nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatTypeRegistration {
     /// The conference.
     pub conference_id: Uuid,
     /// The quantity registered with SeatsAvailability.
     pub quantity: i32,
+    /// The version (in the conference's stream) of the last seat event registered.
+    pub version: i64,
 }
 
 impl ProcessState for SeatTypeRegistration {
@@ -242,15 +246,32 @@ where
     }
 
     /// Sends the seat command that brings SeatsAvailability to `quantity`, with the
-    /// registration, through the outbox.
+    /// registration, through the outbox; an event the registration has seen sends nothing.
     async fn register(
         &self,
-        mut registration: Process<SeatTypeRegistration>,
-        seat_type: Uuid,
-        quantity: i32,
+        registration: Option<Process<SeatTypeRegistration>>,
+        event: &SeatCreated,
         cause: &Metadata,
     ) -> Result<()> {
+        let version = Sourced::of(cause)?.version;
+        let seat_type = event.seat_type_id;
+        let mut registration = match registration {
+            Some(known) if known.version >= version => {
+                tracing::info!(%seat_type, version, "seat event already registered");
+                return Ok(());
+            }
+            Some(known) => known,
+            None => Process::new(
+                seat_type,
+                SeatTypeRegistration {
+                    conference_id: event.conference_id,
+                    quantity: 0,
+                    version: -1,
+                },
+            ),
+        };
         let conference_id = registration.conference_id;
+        let quantity = event.details.quantity;
         let diff = quantity - registration.quantity;
         registration.caused_by(cause);
         if diff > 0 || registration.version() < 0 {
@@ -261,24 +282,25 @@ where
                 seat_type,
                 -diff,
             )));
-        } else {
-            return Ok(());
         }
         registration.quantity = quantity;
+        registration.version = version;
         self.registrations.save(&mut registration).await
     }
 
-    async fn seat_created(&self, event: &SeatCreated, metadata: &Metadata) -> Result<()> {
-        let id = event.seat_type_id;
-        if self.registrations.load(id).await?.is_some() {
-            tracing::warn!(seat_type = %id, "duplicate SeatCreated ignored");
-            return Ok(());
-        }
-        // The row first, so that it exists before the AvailableSeatsChanged that follows.
-        if self.store.seat_type(id).await?.is_none() {
-            let d = &event.details;
-            let row = SeatTypeView {
-                id,
+    /// Writes the seat-type row: created from the event, or updated from it.
+    async fn save_row(&self, event: &SeatCreated) -> Result<()> {
+        let d = &event.details;
+        let row = match self.store.seat_type(event.seat_type_id).await? {
+            Some(mut row) => {
+                row.name.clone_from(&d.name);
+                row.description.clone_from(&d.description);
+                row.price = d.price;
+                row.quantity = d.quantity;
+                row
+            }
+            None => SeatTypeView {
+                id: event.seat_type_id,
                 conference_id: event.conference_id,
                 name: d.name.clone(),
                 description: d.description.clone(),
@@ -286,35 +308,35 @@ where
                 quantity: d.quantity,
                 available_quantity: 0,
                 seats_availability_version: -1,
-            };
-            self.store.save_seat_types(vec![row]).await?;
-        }
-        let registration = Process::new(
-            id,
-            SeatTypeRegistration {
-                conference_id: event.conference_id,
-                quantity: 0,
             },
-        );
-        self.register(registration, id, event.details.quantity, metadata)
-            .await
+        };
+        self.store.save_seat_types(vec![row]).await
+    }
+
+    async fn seat_created(&self, event: &SeatCreated, metadata: &Metadata) -> Result<()> {
+        // The row first, so that it exists before the AvailableSeatsChanged that follows.
+        if self.store.seat_type(event.seat_type_id).await?.is_none() {
+            self.save_row(event).await?;
+        }
+        let registration = self.registrations.load(event.seat_type_id).await?;
+        self.register(registration, event, metadata).await
     }
 
     async fn seat_updated(&self, event: &SeatUpdated, metadata: &Metadata) -> Result<()> {
         let id = event.seat_type_id;
-        let Some(mut row) = self.store.seat_type(id).await? else {
+        if self.store.seat_type(id).await?.is_none() {
             return Err(DomainError::invalid_state(format!("no seat type view {id}")).into());
-        };
+        }
         let Some(registration) = self.registrations.load(id).await? else {
             return Err(DomainError::invalid_state(format!("seat type {id} was never registered")).into());
         };
-        let d = &event.details;
-        row.name.clone_from(&d.name);
-        row.description.clone_from(&d.description);
-        row.price = d.price;
-        row.quantity = d.quantity;
-        self.store.save_seat_types(vec![row]).await?;
-        self.register(registration, id, d.quantity, metadata).await
+        let as_created = SeatCreated {
+            seat_type_id: id,
+            conference_id: event.conference_id,
+            details: event.details.clone(),
+        };
+        self.save_row(&as_created).await?;
+        self.register(Some(registration), &as_created, metadata).await
     }
 
     async fn availability_changed(&self, metadata: &Metadata, deltas: &[SeatQuantity]) -> Result<()> {
