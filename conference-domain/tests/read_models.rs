@@ -723,6 +723,8 @@ async fn order_seats_payments_and_the_admins_orders() {
     .await
     .unwrap();
     assert!(store.payments_requiring_refund().await.unwrap().is_empty());
+    let of_order = store.payments_of_order(order).await.unwrap();
+    assert_eq!((of_order.len(), of_order[0].state), (1, PaymentState::Completed));
     deliver(
         &d,
         PaymentRefundRequired {
@@ -751,6 +753,7 @@ fn posted_seat_assignments_become_one_batch_unassignments_first() {
     let assignments = Uuid::now_v7();
     let seat = |position, attendee| OrderSeat {
         position,
+        seat_type: Uuid::nil(),
         seat_name: Some("Full".into()),
         attendee,
     };

@@ -223,6 +223,18 @@ impl PaymentStore for MemoryReadModels {
         Ok(())
     }
 
+    async fn payments_of_order(&self, order_id: Uuid) -> Result<Vec<PaymentDetails>> {
+        let mut payments: Vec<PaymentDetails> = self
+            .tables
+            .payments
+            .iter()
+            .filter(|p| p.payment_source_id == order_id)
+            .map(|p| p.clone())
+            .collect();
+        payments.sort_by_key(|p| p.id);
+        Ok(payments)
+    }
+
     async fn payments_requiring_refund(&self) -> Result<Vec<PaymentDetails>> {
         let mut refunds: Vec<PaymentDetails> = self
             .tables

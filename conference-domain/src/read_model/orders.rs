@@ -237,6 +237,9 @@ route!([S: DraftOrderStore + 'static] DraftOrderGenerator<S> {
 pub struct PricedOrderLine {
     /// The line's index in the order.
     pub position: i32,
+    /// The seat type of a seat line.
+    #[serde(default)]
+    pub seat_type: Option<Uuid>,
     /// The seat type's name (absent if unknown).
     pub description: Option<String>,
     /// The unit price.
@@ -401,6 +404,7 @@ impl<S: PricedOrderStore + 'static> PricedOrderGenerator<S> {
             .map(|(line, position)| match line {
                 OrderLine::Seat(seat) => PricedOrderLine {
                     position,
+                    seat_type: Some(seat.seat_type),
                     description: names.get(&seat.seat_type).cloned(),
                     unit_price: Some(seat.unit_price),
                     quantity: Some(seat.quantity),

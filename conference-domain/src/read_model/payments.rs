@@ -35,6 +35,8 @@ pub trait PaymentStore: Send + Sync {
     fn payment(&self, id: Uuid) -> impl Future<Output = Result<Option<PaymentDetails>>> + Send;
     /// Inserts or replaces a payment.
     fn save_payment(&self, payment: PaymentDetails) -> impl Future<Output = Result<()>> + Send;
+    /// The payments of the order `order_id`, oldest first.
+    fn payments_of_order(&self, order_id: Uuid) -> impl Future<Output = Result<Vec<PaymentDetails>>> + Send;
     /// Every payment in state `RefundRequired` (project decision 7).
     fn payments_requiring_refund(&self) -> impl Future<Output = Result<Vec<PaymentDetails>>> + Send;
 }

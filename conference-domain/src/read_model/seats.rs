@@ -18,6 +18,8 @@ use crate::{DomainError, Sourced};
 pub struct OrderSeat {
     /// The position.
     pub position: i32,
+    /// The seat type.
+    pub seat_type: Uuid,
     /// The seat type's name (absent if unknown).
     pub seat_name: Option<String>,
     /// Who sits there.
@@ -119,6 +121,7 @@ impl<S: OrderSeatsStore + 'static, Q: ConferenceQueries + 'static> OrderSeatsGen
             .iter()
             .map(|s| OrderSeat {
                 position: s.position,
+                seat_type: s.seat_type,
                 seat_name: names.iter().find(|n| n.id == s.seat_type).map(|n| n.name.clone()),
                 attendee: PersonalInfo::default(),
             })

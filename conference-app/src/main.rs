@@ -1,0 +1,151 @@
+//! The conference-registration system: `cargo run --release -p conference-app`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use conference_app::documents::Documents;
+use conference_app::system::{Backend, System};
+use conference_app::{api, demo};
+use cqrs_core::SystemClock;
+use cqrs_sql::{PgOptions, PgStore, SqliteOptions, SqliteStore};
+use tokio::sync::watch;
+
+/// The conference-registration system: web API and workers, on SQLite or PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Where the embedded SQLite database lives.
+    #[arg(long, env = "CONFERENCE_DATA_DIR", default_value = "./data", global = true)]
+    data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`) to run on instead of the embedded SQLite file.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// The address to serve on.
+    #[arg(
+        long,
+        env = "CONFERENCE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    listen: SocketAddr,
+    /// The admin's bearer token (default: generated once and kept in the data directory).
+    #[arg(long, env = "CONFERENCE_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    admin_token: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Web, API and all workers in one process (the default).
+    Serve,
+    /// The web front end and API only.
+    Web,
+    /// The workers only (several may run against one PostgreSQL).
+    Worker,
+    /// Applies the database migrations and exits.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let clock = SystemClock::shared();
+    match &cli.database_url {
+        Some(url) => {
+            let store = PgStore::connect_with(PgOptions::new(url.clone()).clock(clock.clone()))
+                .await
+                .context("connecting to PostgreSQL")?;
+            let documents = Documents::connect_postgres(url, store.schema())
+                .await
+                .context("opening the read models")?;
+            run(&cli, store, documents).await
+        }
+        None => {
+            std::fs::create_dir_all(&cli.data_dir)
+                .with_context(|| format!("creating {}", cli.data_dir.display()))?;
+            let store =
+                SqliteStore::open_with(SqliteOptions::new(cli.data_dir.join("conference.db")).clock(clock))
+                    .await
+                    .context("opening the SQLite event store")?;
+            let documents = Documents::open_sqlite(&cli.data_dir.join("read_models.db"))
+                .await
+                .context("opening the read models")?;
+            run(&cli, store, documents).await
+        }
+    }
+}
+
+/// The admin token: given, or generated once and kept in the data directory.
+fn admin_token(cli: &Cli) -> anyhow::Result<String> {
+    if let Some(token) = &cli.admin_token {
+        return Ok(token.clone());
+    }
+    let path = cli.data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    std::fs::create_dir_all(&cli.data_dir)?;
+    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::Result<()> {
+    let system = Arc::new(System::new(store, documents, SystemClock::shared())?);
+    let command = cli.command.as_ref().unwrap_or(&Command::Serve);
+    if matches!(command, Command::Migrate) {
+        system.subscribe().await?;
+        println!("migrations applied");
+        return Ok(());
+    }
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let workers = match command {
+        Command::Serve | Command::Worker => {
+            let system = system.clone();
+            let done = until_stopped();
+            Some(tokio::spawn(async move { system.run_workers(done).await }))
+        }
+        _ => None,
+    };
+    if matches!(command, Command::Serve | Command::Web) {
+        if demo::seed(&system).await? {
+            println!("created the demo conference `{}`", demo::DEMO_CODE);
+        }
+        let token = admin_token(cli)?;
+        let listener = tokio::net::TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("listening on {}", cli.listen))?;
+        println!("conference registration at http://{}/", cli.listen);
+        println!("admin token: {token}");
+        axum::serve(listener, api::router(system.clone(), token))
+            .with_graceful_shutdown(until_stopped())
+            .await?;
+    }
+    if let Some(workers) = workers {
+        workers.await??;
+    }
+    Ok(())
+}

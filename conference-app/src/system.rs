@@ -1,0 +1,333 @@
+//! The running system, wired as `DOMAIN.md` §14 and `DESIGN.md` §7 describe:
+//!
+//! - Order, payment and seat-assignment commands go through the local-first bus and are handled
+//!   in-process; whatever is not handled locally (the five SeatsAvailability commands with their
+//!   per-conference session, the delayed `ExpireRegistrationProcess`, `RequirePaymentRefund`, a
+//!   command whose local handling failed) goes on the `commands` queue;
+//! - the store's outbox is published to the `events` topic; the registration router and the
+//!   seat-assignments handler consume their subscriptions of it;
+//! - the read models are catch-up projections of the event log whose rows commit with their
+//!   checkpoint; the process manager's leftover commands are swept by the relay.
+//!
+//! [`System`] is generic over the backend (`SqliteStore` or `PgStore`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conference_domain::management::ConferenceManagement;
+use conference_domain::order::OrderHandler;
+use conference_domain::payments::PaymentHandler;
+use conference_domain::read_model::{
+    AdminOrderGenerator, CachedConferenceQueries, ConferenceViewGenerator, DraftOrderGenerator,
+    OrderSeatsGenerator, PaymentGenerator, PricedOrderGenerator,
+};
+use conference_domain::registration::RegistrationRouter;
+use conference_domain::seat_assignments::SeatAssignmentsHandler;
+use conference_domain::seats_availability::SeatsAvailabilityHandler;
+use cqrs_core::transport::subscription_queue;
+use cqrs_core::{
+    Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
+    EventOutbox, EventStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter, MessageQueue,
+    ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, Relay, Repository, Result, SharedClock,
+    TopicBus, Topics,
+};
+use tokio::sync::watch;
+
+use crate::documents::Documents;
+
+/// What a backend must offer: the event store with its outbox, the process store, the queues
+/// and topics with dead letters.
+pub trait Backend:
+    EventStore + EventOutbox + ProcessStore + MessageQueue + Topics + DeadLetters + Clone + Send + Sync + 'static
+{
+}
+
+impl<T> Backend for T where
+    T: EventStore
+        + EventOutbox
+        + ProcessStore
+        + MessageQueue
+        + Topics
+        + DeadLetters
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The queue of commands that are not handled in-process.
+pub const COMMANDS: &str = "commands";
+/// The topic events are published to.
+pub const EVENTS: &str = "events";
+
+/// The command bus every part of the system sends on.
+pub type Bus<S> = Arc<LocalFirst<QueueBus<S>>>;
+
+/// The names of the read-model projections, for `rebuild`.
+pub const PROJECTIONS: [&str; 6] = [
+    "conference_view",
+    "draft_order",
+    "priced_order",
+    "order_seats",
+    "payments",
+    "admin_orders",
+];
+
+/// The whole system over one backend.
+pub struct System<S: Backend> {
+    /// The backend.
+    pub store: S,
+    /// The read models.
+    pub documents: Documents,
+    /// The public site's cached conference lookups.
+    pub conferences: Arc<CachedConferenceQueries<Documents>>,
+    /// The command bus (local-first over the `commands` queue).
+    pub bus: Bus<S>,
+    /// The admin side.
+    pub management: Arc<ConferenceManagement<S>>,
+    /// The clock.
+    pub clock: SharedClock,
+    worker: Arc<CommandDispatcher>,
+    published: watch::Sender<u64>,
+}
+
+impl<S: Backend> std::fmt::Debug for System<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("documents", &self.documents)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event bus that tells the projections when it published.
+#[derive(Debug, Clone)]
+struct Announcing<B> {
+    inner: B,
+    published: watch::Sender<u64>,
+}
+
+impl<B: EventBus> EventBus for Announcing<B> {
+    async fn publish(&self, events: Vec<Envelope>) -> Result<()> {
+        self.inner.publish(events).await?;
+        self.published.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+fn in_process<S: Backend>(
+    store: &S,
+    documents: &Documents,
+    clock: &SharedClock,
+) -> Result<CommandDispatcher> {
+    let mut local = CommandDispatcher::new();
+    Arc::new(OrderHandler::new(
+        Repository::new(store.clone()),
+        documents.clone(),
+        clock.clone(),
+    ))
+    .register(&mut local)?;
+    Arc::new(PaymentHandler::new(Repository::new(store.clone()))).register(&mut local)?;
+    Arc::new(SeatAssignmentsHandler::new(store.clone())).register_commands(&mut local)?;
+    Ok(local)
+}
+
+impl<S: Backend> System<S> {
+    /// Wires the system over `store` and `documents`.
+    ///
+    /// # Errors
+    /// When a handler is registered twice (a wiring bug).
+    pub fn new(store: S, documents: Documents, clock: SharedClock) -> Result<Self> {
+        let bus: Bus<S> = Arc::new(
+            BusBuilder::new()
+                .local_first(Arc::new(in_process(&store, &documents, &clock)?))
+                .build(QueueBus::new(store.clone(), COMMANDS)),
+        );
+        // The worker handles everything that reaches the queue, forwarded web commands included.
+        let mut worker = in_process(&store, &documents, &clock)?;
+        let availability = Repository::new(store.clone())
+            .with_mementos(MementoPolicy::new().cache(MementoCache::new(clock.clone())));
+        Arc::new(SeatsAvailabilityHandler::new(availability)).register(&mut worker)?;
+        Arc::new(RegistrationRouter::new(store.clone(), bus.clone(), clock.clone())).register(&mut worker)?;
+        Ok(Self {
+            conferences: Arc::new(CachedConferenceQueries::new(documents.clone(), clock.clone())),
+            management: Arc::new(ConferenceManagement::new(store.clone())),
+            store,
+            documents,
+            bus,
+            clock,
+            worker: Arc::new(worker),
+            published: watch::channel(0).0,
+        })
+    }
+
+    fn processor_config() -> ProcessorConfig {
+        ProcessorConfig {
+            backoff: Backoff::default(),
+            ..ProcessorConfig::default()
+        }
+    }
+
+    /// The event subscriptions' dispatchers: the registration router, the seat-assignments
+    /// handler.
+    fn subscriptions(&self) -> Result<Vec<(&'static str, EventDispatcher)>> {
+        let mut registration = EventDispatcher::new();
+        Arc::new(RegistrationRouter::new(
+            self.store.clone(),
+            self.bus.clone(),
+            self.clock.clone(),
+        ))
+        .subscribe(&mut registration)?;
+        let mut assignments = EventDispatcher::new();
+        Arc::new(SeatAssignmentsHandler::new(self.store.clone())).subscribe(&mut assignments)?;
+        Ok(vec![("registration", registration), ("assignments", assignments)])
+    }
+
+    /// Creates the topic subscriptions (idempotent).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn subscribe(&self) -> Result<()> {
+        for (name, dispatcher) in self.subscriptions()? {
+            self.store
+                .subscribe(EVENTS, name, MessageFilter::names(dispatcher.names()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The projection `name`'s dispatcher, writing through `documents`.
+    ///
+    /// # Errors
+    /// An unknown name, or a wiring bug.
+    pub fn projection(&self, name: &str, documents: &Documents) -> Result<EventDispatcher> {
+        let mut d = EventDispatcher::new();
+        let docs = documents.clone();
+        match name {
+            "conference_view" => Arc::new(ConferenceViewGenerator::new(
+                docs,
+                self.store.clone(),
+                self.bus.clone(),
+                self.clock.clone(),
+            ))
+            .subscribe(&mut d)?,
+            "draft_order" => Arc::new(DraftOrderGenerator::new(docs)).subscribe(&mut d)?,
+            "priced_order" => {
+                Arc::new(PricedOrderGenerator::new(docs, self.clock.clone())).subscribe(&mut d)?;
+            }
+            "order_seats" => {
+                Arc::new(OrderSeatsGenerator::new(docs, self.documents.clone())).subscribe(&mut d)?;
+            }
+            "payments" => Arc::new(PaymentGenerator::new(docs)).subscribe(&mut d)?,
+            "admin_orders" => Arc::new(AdminOrderGenerator::new(docs)).subscribe(&mut d)?,
+            other => {
+                return Err(cqrs_core::Error::permanent(format!(
+                    "unknown read model `{other}`; one of {}",
+                    PROJECTIONS.join(", ")
+                )));
+            }
+        }
+        Ok(d)
+    }
+
+    /// Runs the workers until `shutdown`: the command queue, the event subscriptions, the
+    /// publisher, the process relay and the read-model projections.
+    ///
+    /// # Errors
+    /// When a component cannot start; component failures after that are logged and retried
+    /// by the components themselves.
+    pub async fn run_workers(&self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        self.subscribe().await?;
+        let (stop, stopped) = watch::channel(false);
+        let stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+
+        let commands = Processor::with_config(
+            self.store.clone(),
+            COMMANDS,
+            self.worker.clone(),
+            self.clock.clone(),
+            Self::processor_config(),
+        );
+        tasks.spawn({
+            let done = stopped();
+            async move { commands.run_until(done).await }
+        });
+        for (name, dispatcher) in self.subscriptions()? {
+            let processor = Processor::with_config(
+                self.store.clone(),
+                subscription_queue(EVENTS, name),
+                Arc::new(dispatcher),
+                self.clock.clone(),
+                Self::processor_config(),
+            );
+            let done = stopped();
+            tasks.spawn(async move { processor.run_until(done).await });
+        }
+        let publisher = Publisher::new(
+            self.store.clone(),
+            Announcing {
+                inner: TopicBus::new(self.store.clone(), EVENTS),
+                published: self.published.clone(),
+            },
+            self.clock.clone(),
+        );
+        tasks.spawn({
+            let done = stopped();
+            async move { publisher.run_until(done).await }
+        });
+        let relay = Relay::new(self.store.clone(), self.bus.clone(), self.clock.clone());
+        tasks.spawn({
+            let done = stopped();
+            async move { relay.run_until(done).await }
+        });
+        for name in PROJECTIONS {
+            let unit = self.documents.unit_of_work();
+            let dispatcher = self.projection(name, unit.documents())?;
+            let filter = MessageFilter::names(dispatcher.names());
+            let catch_up =
+                CatchUp::new(name, self.store.clone(), unit.clone(), unit.wrap(dispatcher)).filter(filter);
+            let mut published = self.published.subscribe();
+            let done = stopped();
+            tasks.spawn(async move {
+                tokio::pin!(done);
+                let mut failures = 0;
+                loop {
+                    let wait = match catch_up.catch_up().await {
+                        Ok(_) => {
+                            failures = 0;
+                            Duration::from_millis(250)
+                        }
+                        Err(error) => {
+                            failures += 1;
+                            tracing::error!(projection = name, %error, failures, "projection stopped at an event; retrying");
+                            Backoff::default().delay(failures)
+                        }
+                    };
+                    tokio::select! {
+                        _ = published.changed() => {}
+                        () = tokio::time::sleep(wait) => {}
+                        () = &mut done => return Ok(()),
+                    }
+                }
+            });
+        }
+
+        shutdown.await;
+        let _ = stop.send(true);
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Err(error)) => tracing::error!(%error, "a worker stopped with an error"),
+                Err(error) => tracing::error!(%error, "a worker panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,617 @@
+//! The JSON API through the router, without a socket, over the real system with its workers:
+//! SQLite always, PostgreSQL when `CQRS_TEST_POSTGRES_URL` is set (required in CI).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use conference_app::api;
+use conference_app::documents::Documents;
+use conference_app::system::{Backend, System};
+use conference_domain::read_model::ConferenceViewStore;
+use conference_domain::seats_availability::SeatsAvailability;
+use cqrs_core::{ManualClock, Repository, SharedClock};
+use cqrs_sql::{PgOptions, PgStore, SqliteOptions, SqliteStore};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const TOKEN: &str = "test-admin-token";
+
+struct Harness<S: Backend> {
+    router: Router,
+    system: Arc<System<S>>,
+    clock: Arc<ManualClock>,
+    stop: watch::Sender<bool>,
+    workers: Option<tokio::task::JoinHandle<cqrs_core::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl<S: Backend> Harness<S> {
+    fn start(
+        store: S,
+        documents: Documents,
+        clock: Arc<ManualClock>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
+        let system = Arc::new(System::new(store, documents, clock.clone() as SharedClock).unwrap());
+        let (stop, stopped) = watch::channel(false);
+        let workers = tokio::spawn({
+            let system = system.clone();
+            let mut stopped = stopped;
+            async move {
+                system
+                    .run_workers(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            }
+        });
+        Self {
+            router: api::router(system.clone(), TOKEN.to_owned()),
+            system,
+            clock,
+            stop,
+            workers: Some(workers),
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>, admin: bool) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if admin {
+            request = request.header("authorization", format!("Bearer {TOKEN}"));
+        }
+        let body = match body {
+            Some(value) => {
+                request = request.header("content-type", "application/json");
+                Body::from(value.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{value}");
+        (status, value)
+    }
+
+    /// Polls `check` until it holds (the workers run in the background); fails after 20 s.
+    async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..1000 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what} did not happen");
+    }
+
+    async fn order(&self, order_id: &str, after: i64) -> Value {
+        let (status, order) = self
+            .call(
+                "GET",
+                &format!("/api/orders/{order_id}?wait_for_version={after}"),
+                None,
+                false,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{order}");
+        order
+    }
+
+    /// Waits until the order is in `state`.
+    async fn order_in(&self, order_id: &str, state: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            let order = self.order(order_id, -1).await;
+            if order["state"] == state {
+                return order;
+            }
+            last = order;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("order {order_id} never reached `{state}`: {last}");
+    }
+
+    /// The seats left of `seat_type` in the view (−1 before the view has the type).
+    async fn available(&self, seat_type: &str) -> i64 {
+        let id: Uuid = seat_type.parse().unwrap();
+        let row = self.system.documents.seat_type(id).await.unwrap();
+        row.map_or(-1, |r| r.available_quantity.into())
+    }
+
+    /// Per seat type: available + pending + sold = total, in the aggregate and in the view.
+    async fn audit(&self, conference: Uuid, sold: &[(&str, i32)]) {
+        let availability = Repository::<SeatsAvailability, _>::new(self.system.store.clone())
+            .get(conference)
+            .await
+            .unwrap();
+        for row in ConferenceViewStore::seat_types(&self.system.documents, conference)
+            .await
+            .unwrap()
+        {
+            let pending: i32 = availability
+                .pending_reservations()
+                .values()
+                .flatten()
+                .filter(|s| s.seat_type == row.id)
+                .map(|s| s.quantity)
+                .sum();
+            let sold: i32 = sold
+                .iter()
+                .filter(|s| s.0 == row.id.to_string())
+                .map(|s| s.1)
+                .sum();
+            assert_eq!(
+                availability.remaining(row.id),
+                Some(row.available_quantity),
+                "{}",
+                row.name
+            );
+            assert_eq!(
+                row.available_quantity + pending + sold,
+                row.quantity,
+                "{}",
+                row.name
+            );
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(workers) = self.workers.take() {
+            workers.await.unwrap().unwrap();
+        }
+    }
+}
+
+async fn sqlite() -> Harness<SqliteStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = SqliteStore::open_with(SqliteOptions::new(dir.path().join("events.db")).clock(clock.clone()))
+        .await
+        .unwrap();
+    let documents = Documents::open_sqlite(&dir.path().join("read_models.db"))
+        .await
+        .unwrap();
+    Harness::start(store, documents, clock, Some(dir))
+}
+
+/// A fresh schema on the test database, or `None` (with a notice) when no URL is set.
+async fn postgres() -> Option<Harness<PgStore>> {
+    let Ok(url) = std::env::var("CQRS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_none(),
+            "CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; PostgreSQL API tests skipped");
+        return None;
+    };
+    let schema = format!("cqrs_test_app_{}", Uuid::new_v4().simple());
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = PgStore::connect_with(
+        PgOptions::new(url.clone())
+            .schema(schema.clone())
+            .clock(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let documents = Documents::connect_postgres(&url, &schema).await.unwrap();
+    Some(Harness::start(store, documents, clock, None))
+}
+
+fn conference_form(code: &str) -> Value {
+    json!({
+        "code": code, "name": "RustConf", "description": "All things Rust", "location": "Lyon",
+        "tagline": "Fearless", "start_date": "2027-03-10T09:00:00Z", "end_date": "2027-03-12T18:00:00Z",
+        "owner_name": "Ferris", "owner_email": "ferris@example.org",
+    })
+}
+
+/// Creates and publishes a conference with a paid and a free seat type; returns their ids.
+async fn published_conference<S: Backend>(h: &Harness<S>, code: &str, seats: i64) -> (Uuid, String, String) {
+    let (status, created) = h
+        .call(
+            "POST",
+            "/api/admin/conferences",
+            Some(conference_form(code)),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let conference: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let mut ids = Vec::new();
+    for (name, price) in [("Full pass", "100.00"), ("Student", "0")] {
+        let form =
+            json!({ "name": name, "description": format!("{name} seat"), "price": price, "quantity": seats });
+        let (status, seat) = h
+            .call(
+                "POST",
+                &format!("/api/admin/conferences/{code}/seat-types"),
+                Some(form),
+                true,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{seat}");
+        ids.push(seat["id"].as_str().unwrap().to_owned());
+    }
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/api/admin/conferences/{code}/publish"),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for id in &ids {
+        h.eventually("seat availability", || async { h.available(id).await == seats })
+            .await;
+    }
+    (conference, ids[0].clone(), ids[1].clone())
+}
+
+async fn place<S: Backend>(h: &Harness<S>, code: &str, seats: Value) -> (StatusCode, Value) {
+    h.call(
+        "POST",
+        &format!("/api/conferences/{code}/orders"),
+        Some(json!({ "seats": seats })),
+        false,
+    )
+    .await
+}
+
+async fn full_flow<S: Backend>(h: Harness<S>) {
+    let (conference, full, student) = published_conference(&h, "rustconf", 10).await;
+    let (status, details) = h.call("GET", "/api/conferences/rustconf", None, false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(details["seat_types"][0]["price"], "100.00");
+    assert_eq!(details["seat_types"][0]["available"], 10);
+    let (_, list) = h.call("GET", "/api/conferences", None, false).await;
+    assert_eq!(list[0]["code"], "rustconf");
+
+    // Order, price, registrant, payment, confirmation.
+    let (status, placed) = place(&h, "rustconf", json!([{ "seat_type_id": full, "quantity": 3 }])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+    assert_eq!(placed["order_version"], 0);
+    let order_id = placed["order_id"].as_str().unwrap().to_owned();
+    let priced = h.order(&order_id, 0).await;
+    assert_eq!(priced["total"], "300.00");
+    assert_eq!(priced["lines"][0]["unit_price"], "100.00");
+    let reserved = h.order_in(&order_id, "reservation_completed").await;
+    assert_eq!(reserved["lines"][0]["reserved"], 3);
+    let registrant = json!({ "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.org" });
+    let (status, _) = h
+        .call(
+            "PUT",
+            &format!("/api/orders/{order_id}/registrant"),
+            Some(registrant),
+            false,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, payment) = h
+        .call("POST", &format!("/api/orders/{order_id}/payment"), None, false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{payment}");
+    let payment_id = payment["payment_id"].as_str().unwrap();
+    let (status, _) = h
+        .call("POST", &format!("/api/payments/{payment_id}/accept"), None, false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let confirmed = h.order_in(&order_id, "confirmed").await;
+    assert_eq!(confirmed["reservation_expires_at"], Value::Null);
+    let access_code = confirmed["access_code"].as_str().unwrap().to_owned();
+    h.audit(conference, &[(&full, 3)]).await;
+
+    // Seats, and finding the order again.
+    let seats_uri = format!("/api/orders/{order_id}/seats");
+    h.eventually("seat assignments", || async {
+        h.call("GET", &seats_uri, None, false).await.0 == StatusCode::OK
+    })
+    .await;
+    let (_, seats) = h.call("GET", &seats_uri, None, false).await;
+    assert_eq!(seats.as_array().unwrap().len(), 3);
+    assert_eq!(seats[0]["seat_name"], "Full pass");
+    let attendee = json!({ "first_name": "Grace", "last_name": "Hopper", "email": "grace@example.org" });
+    let (status, _) = h
+        .call("PUT", &format!("{seats_uri}/1"), Some(attendee.clone()), false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.eventually("the seat assigned", || async {
+        h.call("GET", &seats_uri, None, false).await.1[1]["attendee"]["email"] == "grace@example.org"
+    })
+    .await;
+    let (status, _) = h
+        .call("PUT", &format!("{seats_uri}/9"), Some(attendee), false)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h.call("DELETE", &format!("{seats_uri}/1"), None, false).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let locate = json!({ "email": "ADA@example.org", "access_code": access_code });
+    let (status, found) = h.call("POST", "/api/orders/locate", Some(locate), false).await;
+    assert_eq!(
+        (status, found["order_id"].as_str()),
+        (StatusCode::OK, Some(order_id.as_str()))
+    );
+    let (_, orders) = h
+        .call("GET", "/api/admin/conferences/rustconf/orders", None, true)
+        .await;
+    assert_eq!(orders[0]["status"], "Paid");
+
+    // A free order is confirmed without payment.
+    let (_, free) = place(
+        &h,
+        "rustconf",
+        json!([{ "seat_type_id": student, "quantity": 1 }]),
+    )
+    .await;
+    let free_id = free["order_id"].as_str().unwrap().to_owned();
+    h.order_in(&free_id, "reservation_completed").await;
+    let (status, answer) = h
+        .call("POST", &format!("/api/orders/{free_id}/payment"), None, false)
+        .await;
+    assert_eq!(
+        (status, &answer["confirmed"]),
+        (StatusCode::ACCEPTED, &json!(true))
+    );
+    h.order_in(&free_id, "confirmed").await;
+
+    // An order left unpaid expires: its seats return, a late payment is flagged for refund.
+    let (_, late) = place(&h, "rustconf", json!([{ "seat_type_id": full, "quantity": 5 }])).await;
+    let late_id = late["order_id"].as_str().unwrap().to_owned();
+    h.order_in(&late_id, "reservation_completed").await;
+    assert_eq!(h.available(&full).await, 2);
+    let (_, payment) = h
+        .call("POST", &format!("/api/orders/{late_id}/payment"), None, false)
+        .await;
+    let late_payment = payment["payment_id"].as_str().unwrap().to_owned();
+    h.clock.advance(Duration::from_secs(30 * 60));
+    h.order_in(&late_id, "expired").await;
+    h.eventually("seats returned", || async { h.available(&full).await == 7 })
+        .await;
+    let (status, _) = h
+        .call("POST", &format!("/api/orders/{late_id}/payment"), None, false)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "an expired order cannot be paid");
+    let (status, _) = h
+        .call(
+            "POST",
+            &format!("/api/payments/{late_payment}/accept"),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.eventually("the refund flag", || async {
+        h.call("GET", "/api/admin/refunds", None, true).await.1[0]["id"] == late_payment.as_str()
+    })
+    .await;
+    h.audit(conference, &[(&full, 3), (&student, 1)]).await;
+    h.stop().await;
+}
+
+async fn bad_input<S: Backend>(h: Harness<S>) {
+    let (_, full, _) = published_conference(&h, "badconf", 5).await;
+    let cases: Vec<(&str, String, Option<Value>, bool, StatusCode)> = vec![
+        (
+            "GET",
+            "/api/conferences/nope".into(),
+            None,
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/nothing/here".into(),
+            None,
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/orders/not-a-uuid".into(),
+            None,
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            format!("/api/orders/{}", Uuid::now_v7()),
+            None,
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            format!("/api/orders/{}?wait_for_version=x", Uuid::now_v7()),
+            None,
+            false,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/admin/conferences".into(),
+            Some(conference_form("x")),
+            false,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            "/api/admin/refunds".into(),
+            None,
+            false,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "POST",
+            "/api/orders/locate".into(),
+            Some(json!({"email": "a@b.c", "access_code": "XXXXXX"})),
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/orders/locate".into(),
+            Some(json!({"email": 3})),
+            false,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            format!("/api/payments/{}/accept", Uuid::now_v7()),
+            None,
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            format!("/api/orders/{}/payment", Uuid::now_v7()),
+            None,
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "PUT",
+            format!("/api/orders/{}/registrant", Uuid::now_v7()),
+            Some(json!({"first_name": "A", "last_name": "B", "email": "not-an-email"})),
+            false,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "PUT",
+            format!("/api/orders/{}/registrant", Uuid::now_v7()),
+            Some(json!({"first_name": "A", "last_name": "B", "email": "a@b.co"})),
+            false,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/admin/conferences".into(),
+            Some(conference_form("badconf")),
+            true,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "POST",
+            "/api/admin/conferences".into(),
+            Some(conference_form("bad code")),
+            true,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/api/admin/conferences/nope/publish".into(),
+            None,
+            true,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/admin/conferences/badconf/seat-types".into(),
+            Some(json!({"name": "X", "description": "", "price": "-1", "quantity": 5})),
+            true,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (method, uri, body, admin, expected) in cases {
+        let (status, answer) = h.call(method, &uri, body, admin).await;
+        assert_eq!(status, expected, "{method} {uri}: {answer}");
+        assert!(answer["error"].is_string(), "{method} {uri}: {answer}");
+    }
+    let (_, errors) = h
+        .call(
+            "POST",
+            "/api/admin/conferences/badconf/seat-types",
+            Some(json!({"name": "X", "description": "", "price": "-1", "quantity": 5})),
+            true,
+        )
+        .await;
+    let fields: Vec<&String> = errors["fields"].as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["description", "name", "price"]);
+
+    // Orders: every rule, and nothing placed.
+    for (seats, field) in [
+        (
+            json!([{ "seat_type_id": full, "quantity": -1 }]),
+            "seats[0].quantity",
+        ),
+        (
+            json!([{ "seat_type_id": full, "quantity": 21 }]),
+            "seats[0].quantity",
+        ),
+        (
+            json!([{ "seat_type_id": Uuid::now_v7(), "quantity": 1 }]),
+            "seats[0].seat_type_id",
+        ),
+        (json!([{ "seat_type_id": full, "quantity": 0 }]), "seats"),
+        (json!([]), "seats"),
+    ] {
+        let (status, answer) = place(&h, "badconf", seats).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert!(answer["fields"][field].is_string(), "{field}: {answer}");
+    }
+    let (status, answer) = place(&h, "badconf", json!([{ "seat_type_id": full, "quantity": 6 }])).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["available"][0]["available"], 5);
+    let malformed = Request::builder()
+        .method("POST")
+        .uri("/api/conferences/badconf/orders")
+        .header("content-type", "application/json")
+        .body(Body::from("{\"seats\": [ oops"))
+        .unwrap();
+    let (status, answer) = h.send(malformed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let huge = Request::builder()
+        .method("POST")
+        .uri("/api/orders/locate")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(
+            "{{\"email\": \"{}\", \"access_code\": \"x\"}}",
+            "a".repeat(api::BODY_LIMIT)
+        )))
+        .unwrap();
+    let (status, _) = h.send(huge).await;
+    assert!(status.is_client_error(), "{status}");
+    assert_eq!(h.available(&full).await, 5, "nothing was reserved");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_full_flow() {
+    full_flow(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_bad_input_changes_nothing() {
+    bad_input(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_full_flow() {
+    if let Some(h) = postgres().await {
+        full_flow(h).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bad_input_changes_nothing() {
+    if let Some(h) = postgres().await {
+        bad_input(h).await;
+    }
+}

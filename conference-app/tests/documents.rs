@@ -1,0 +1,135 @@
+//! The read models' documents: a projection's writes commit with its checkpoint, and only the
+//! writes of events that succeeded.
+
+use conference_app::documents::{Documents, Index, Row};
+use cqrs_core::{CheckpointStore, Envelope, Error, MessageHandler, Metadata};
+
+async fn open() -> (tempfile::TempDir, Documents) {
+    let dir = tempfile::tempdir().unwrap();
+    let documents = Documents::open_sqlite(&dir.path().join("read_models.db"))
+        .await
+        .unwrap();
+    (dir, documents)
+}
+
+fn row(value: &str, ix1: &str) -> Row {
+    Row::new(&value.to_owned(), Some(ix1.to_owned()), None).unwrap()
+}
+
+#[tokio::test]
+async fn plain_writes_commit_at_once_and_indexes_find_them() {
+    let (_dir, documents) = open().await;
+    let mut commits = documents.commits();
+    documents.put("m", "a", row("A", "x")).await.unwrap();
+    documents.put("m", "b", row("B", "x")).await.unwrap();
+    documents.put("other", "c", row("C", "x")).await.unwrap();
+    assert!(commits.has_changed().unwrap(), "waiters are told");
+    assert_eq!(
+        documents.get::<String>("m", "a").await.unwrap().as_deref(),
+        Some("A")
+    );
+    let found: Vec<String> = documents.find("m", Index::One, "x").await.unwrap();
+    assert_eq!(found, ["A", "B"]);
+    documents.delete("m", "a").await.unwrap();
+    documents.delete("m", "a").await.unwrap();
+    assert_eq!(documents.get::<String>("m", "a").await.unwrap(), None);
+    commits.mark_unchanged();
+}
+
+/// A handler that writes the event's message id (or deletes the row named after `del-`), then
+/// fails when told to.
+struct Writer {
+    documents: Documents,
+}
+
+impl MessageHandler for Writer {
+    async fn handle(&self, envelope: &Envelope) -> cqrs_core::Result<()> {
+        let id = envelope.metadata.message_id.clone();
+        if let Some(doomed) = id.strip_prefix("del-") {
+            return self.documents.delete("m", doomed).await;
+        }
+        self.documents.put("m", &id, row(&id, "all")).await?;
+        if id.starts_with("fail") {
+            return Err(Error::transient("told to fail"));
+        }
+        Ok(())
+    }
+}
+
+fn event(id: &str) -> Envelope {
+    Envelope::from_parts(
+        cqrs_core::AnyMessage::raw(cqrs_core::Payload {
+            name: "E".into(),
+            schema_version: 1,
+            codec: cqrs_core::Codec::Json,
+            bytes: cqrs_core::Bytes::from_static(b"{}"),
+        }),
+        Metadata::with_id(id),
+    )
+}
+
+#[tokio::test]
+async fn a_unit_of_work_commits_with_its_checkpoint_and_drops_failed_events() {
+    let (_dir, documents) = open().await;
+    let unit = documents.unit_of_work();
+    let handler = unit.wrap(Writer {
+        documents: unit.documents().clone(),
+    });
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
+    handler.handle(&event("e1")).await.unwrap();
+    handler.handle(&event("fail-e2")).await.unwrap_err();
+    handler.handle(&event("e3")).await.unwrap();
+
+    // The projection reads its own writes; nobody else sees them yet.
+    let own: Vec<String> = unit.documents().find("m", Index::One, "all").await.unwrap();
+    assert_eq!(own, ["e1", "e3"], "the failed event's write is dropped");
+    assert_eq!(documents.get::<String>("m", "e1").await.unwrap(), None);
+
+    unit.save_checkpoint("p", 3).await.unwrap();
+    let committed: Vec<String> = documents.find("m", Index::One, "all").await.unwrap();
+    assert_eq!(committed, ["e1", "e3"]);
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(3));
+    assert_eq!(documents.get::<String>("m", "fail-e2").await.unwrap(), None);
+
+    // A delete in a unit of work hides the row from the projection's own reads at once.
+    handler.handle(&event("del-e1")).await.unwrap();
+    handler.handle(&event("e4")).await.unwrap();
+    let own: Vec<String> = unit.documents().find("m", Index::One, "all").await.unwrap();
+    assert_eq!(own, ["e3", "e4"]);
+    assert_eq!(
+        documents.get::<String>("m", "e1").await.unwrap().as_deref(),
+        Some("e1")
+    );
+    unit.save_checkpoint("p", 5).await.unwrap();
+    assert_eq!(documents.get::<String>("m", "e1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn two_runners_of_one_projection_never_both_commit_a_range() {
+    let (_dir, documents) = open().await;
+    let (first, second) = (documents.unit_of_work(), documents.unit_of_work());
+    let writer = |unit: &conference_app::documents::UnitOfWork| {
+        unit.wrap(Writer {
+            documents: unit.documents().clone(),
+        })
+    };
+    for unit in [&first, &second] {
+        assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
+    }
+    writer(&first).handle(&event("from-first")).await.unwrap();
+    writer(&second).handle(&event("from-second")).await.unwrap();
+    first.save_checkpoint("p", 1).await.unwrap();
+    let err = second.save_checkpoint("p", 1).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert_eq!(
+        documents.get::<String>("m", "from-second").await.unwrap(),
+        None,
+        "rolled back"
+    );
+    // The loser starts again from the winner's checkpoint.
+    assert_eq!(second.load_checkpoint("p").await.unwrap(), Some(1));
+    writer(&second).handle(&event("next")).await.unwrap();
+    second.save_checkpoint("p", 2).await.unwrap();
+    assert_eq!(documents.checkpoint("p").await.unwrap(), Some(2));
+    assert!(first.save_checkpoint("p", 2).await.unwrap_err().is_conflict());
+}
