@@ -11,6 +11,7 @@
 //! - [`documents`]: the read models' storage, with a unit of work that commits a projection's
 //!   rows together with its checkpoint;
 //! - [`read_models`]: the domain's read-model store traits on those documents;
+//! - [`audit`]: the invariants, checked from the event log;
 //! - [`demo`]: the demo conference created on first start.
 //!
 //! ## Example
@@ -34,6 +35,7 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod demo;
 pub mod documents;
 pub mod read_models;

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use conference_app::documents::Documents;
 use conference_app::system::{Backend, System};
-use conference_app::{api, demo};
-use cqrs_core::SystemClock;
+use conference_app::{api, audit, demo};
+use cqrs_core::{DeadLetters, SystemClock};
 use cqrs_sql::{PgOptions, PgStore, SqliteOptions, SqliteStore};
 use tokio::sync::watch;
 
@@ -48,6 +48,39 @@ enum Command {
     Worker,
     /// Applies the database migrations and exits.
     Migrate,
+    /// Checks the invariants from the event log; exits non-zero on a violation.
+    Audit {
+        /// Confirmations and payments younger than this are in flight, not checked.
+        #[arg(long, default_value_t = 60)]
+        grace_seconds: u64,
+    },
+    /// Lists or requeues dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    /// Lists dead letters, oldest first.
+    List {
+        /// Only those of this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Puts dead letters back on their queues, delivery counts reset.
+    Requeue {
+        /// The ids to requeue.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<u64>,
+        /// Requeue every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 #[tokio::main]
@@ -106,10 +139,23 @@ fn admin_token(cli: &Cli) -> anyhow::Result<String> {
 async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::Result<()> {
     let system = Arc::new(System::new(store, documents, SystemClock::shared())?);
     let command = cli.command.as_ref().unwrap_or(&Command::Serve);
-    if matches!(command, Command::Migrate) {
-        system.subscribe().await?;
-        println!("migrations applied");
-        return Ok(());
+    match command {
+        Command::Migrate => {
+            system.subscribe().await?;
+            println!("migrations applied");
+            return Ok(());
+        }
+        Command::Audit { grace_seconds } => {
+            let grace = chrono::TimeDelta::seconds(i64::try_from(*grace_seconds).unwrap_or(i64::MAX));
+            let report = audit::audit(&system.store, &system.documents, system.clock.now() - grace).await?;
+            println!("{report}");
+            if !report.is_clean() {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Command::DeadLetters { action } => return dead_letters(&system.store, action).await,
+        Command::Serve | Command::Web | Command::Worker => {}
     }
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -146,6 +192,53 @@ async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::R
     }
     if let Some(workers) = workers {
         workers.await??;
+    }
+    Ok(())
+}
+
+async fn dead_letters(store: &impl DeadLetters, action: &DeadLetterAction) -> anyhow::Result<()> {
+    match action {
+        DeadLetterAction::List { queue, limit } => {
+            let letters = store.dead_letters(queue.as_deref(), *limit).await?;
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for letter in letters {
+                println!(
+                    "{:>6}  {}  {:<10} {:<36} after {} deliveries: {}",
+                    letter.id,
+                    letter.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
+                    letter.queue,
+                    letter.envelope.name(),
+                    letter.delivery_count,
+                    letter.reason
+                );
+            }
+        }
+        DeadLetterAction::Requeue { ids, all } => {
+            let mut requeued = 0;
+            if *all {
+                loop {
+                    let page = store.dead_letters(None, 1_000).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for letter in page {
+                        store.requeue(letter.id).await?;
+                        requeued += 1;
+                    }
+                }
+            } else {
+                for id in ids {
+                    store
+                        .requeue(*id)
+                        .await
+                        .with_context(|| format!("requeueing dead letter {id}"))?;
+                    requeued += 1;
+                }
+            }
+            println!("{requeued} dead letters requeued");
+        }
     }
     Ok(())
 }

@@ -1,0 +1,127 @@
+//! `audit` finds each kind of broken invariant, and leaves in-flight follow-ups alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conference_app::audit::audit;
+use conference_app::documents::Documents;
+use conference_domain::order::{Order, OrderConfirmed, OrderExpired, OrderPlaced};
+use conference_domain::payments::{PaymentCompleted, ThirdPartyProcessorPayment};
+use conference_domain::seats_availability::{AvailableSeatsChanged, SeatsAvailability, SeatsReserved};
+use conference_domain::values::{Money, SeatQuantity};
+use cqrs_core::{Clock, ManualClock, Repository, Root};
+use cqrs_sql::{SqliteOptions, SqliteStore};
+use uuid::Uuid;
+
+struct Log {
+    store: SqliteStore,
+    documents: Documents,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn log() -> Log {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = SqliteStore::open_with(SqliteOptions::new(dir.path().join("events.db")).clock(clock.clone()))
+        .await
+        .unwrap();
+    let documents = Documents::open_sqlite(&dir.path().join("read_models.db"))
+        .await
+        .unwrap();
+    Log {
+        store,
+        documents,
+        clock,
+        _dir: dir,
+    }
+}
+
+async fn order(log: &Log, events: Vec<conference_domain::order::OrderEvent>) -> Uuid {
+    let id = Uuid::now_v7();
+    let mut order = Root::<Order>::new(id);
+    order.record(OrderPlaced {
+        conference_id: Uuid::now_v7(),
+        seats: vec![],
+        reservation_auto_expiration: log.clock.now(),
+        access_code: "ABCDEF".into(),
+    });
+    order.record_all(events);
+    Repository::new(log.store.clone())
+        .save(&mut order, None::<String>)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn seats_that_do_not_add_up_are_a_violation() {
+    let log = log().await;
+    let (conference, seat_type) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut availability = Root::<SeatsAvailability>::new(conference);
+    availability.record(AvailableSeatsChanged {
+        seats: vec![SeatQuantity::new(seat_type, 10)],
+    });
+    availability.record(SeatsReserved {
+        reservation_id: Uuid::now_v7(),
+        reservation_details: vec![SeatQuantity::new(seat_type, 3)],
+        available_seats_changed: vec![SeatQuantity::new(seat_type, -3)],
+    });
+    let repository = Repository::new(log.store.clone());
+    repository.save(&mut availability, None::<String>).await.unwrap();
+    let report = audit(&log.store, &log.documents, log.clock.now()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.seats[&(conference, seat_type)].pending, 3);
+
+    // A reservation that holds more than it took.
+    availability.record(SeatsReserved {
+        reservation_id: Uuid::now_v7(),
+        reservation_details: vec![SeatQuantity::new(seat_type, 2)],
+        available_seats_changed: vec![SeatQuantity::new(seat_type, -1)],
+    });
+    repository.save(&mut availability, None::<String>).await.unwrap();
+    let report = audit(&log.store, &log.documents, log.clock.now()).await.unwrap();
+    assert_eq!(report.violations.len(), 1, "{report}");
+    assert!(report.violations[0].contains("≠ 10 on sale"), "{report}");
+    assert!(report.to_string().contains("VIOLATION"));
+}
+
+#[tokio::test]
+async fn follow_ups_are_checked_after_the_grace_period() {
+    let log = log().await;
+    let confirmed = order(&log, vec![OrderConfirmed {}.into()]).await;
+    let expired = order(&log, vec![OrderExpired {}.into()]).await;
+    let payment = Uuid::now_v7();
+    let mut paid = Root::<ThirdPartyProcessorPayment>::new(payment);
+    paid.record_all(ThirdPartyProcessorPayment::initiate(
+        expired,
+        "late".into(),
+        Money::ONE,
+        [],
+    ));
+    paid.record(PaymentCompleted {
+        payment_source_id: expired,
+    });
+    Repository::new(log.store.clone())
+        .save(&mut paid, None::<String>)
+        .await
+        .unwrap();
+
+    let grace = chrono::TimeDelta::seconds(60);
+    let report = audit(&log.store, &log.documents, log.clock.now() - grace)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!((report.in_flight, report.late_payments), (2, 1));
+
+    log.clock.advance(Duration::from_secs(61));
+    let report = audit(&log.store, &log.documents, log.clock.now() - grace)
+        .await
+        .unwrap();
+    let violations = report.violations.join("\n");
+    assert_eq!(report.violations.len(), 2, "{report}");
+    assert!(violations.contains(&format!("confirmed order {confirmed} has no seat assignments")));
+    assert!(violations.contains(&format!(
+        "payment {payment} of expired order {expired} is not flagged"
+    )));
+}
