@@ -181,14 +181,21 @@ async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::R
             println!("created the demo conference `{}`", demo::DEMO_CODE);
         }
         let token = admin_token(cli)?;
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .context("installing the metrics recorder")?;
+        tokio::spawn(sample_dead_letters(system.store.clone()));
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("listening on {}", cli.listen))?;
         println!("conference registration at http://{}/", cli.listen);
         println!("admin token: {token}");
-        axum::serve(listener, api::router(system.clone(), token))
-            .with_graceful_shutdown(until_stopped())
-            .await?;
+        axum::serve(
+            listener,
+            api::with_metrics(api::router(system.clone(), token), metrics),
+        )
+        .with_graceful_shutdown(until_stopped())
+        .await?;
     }
     if let Some(workers) = workers {
         workers.await??;
@@ -241,4 +248,15 @@ async fn dead_letters(store: &impl DeadLetters, action: &DeadLetterAction) -> an
         }
     }
     Ok(())
+}
+
+/// Keeps the `conference_dead_letters` gauge current.
+async fn sample_dead_letters(store: impl DeadLetters) {
+    loop {
+        match store.dead_letters(None, 10_000).await {
+            Ok(letters) => metrics::gauge!("conference_dead_letters").set(letters.len() as f64),
+            Err(error) => tracing::warn!(%error, "dead letters not counted"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
 }

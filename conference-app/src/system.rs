@@ -28,7 +28,7 @@ use conference_domain::seats_availability::SeatsAvailabilityHandler;
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
-    EventOutbox, EventStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter, MessageQueue,
+    EventOutbox, EventStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter, MessageQueue, Metrics,
     ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, Relay, Repository, Result, SharedClock,
     TopicBus, Topics,
 };
@@ -62,8 +62,9 @@ pub const COMMANDS: &str = "commands";
 /// The topic events are published to.
 pub const EVENTS: &str = "events";
 
-/// The command bus every part of the system sends on.
-pub type Bus<S> = Arc<LocalFirst<QueueBus<S>>>;
+/// The command bus every part of the system sends on: metrics, then local-first dispatch, then
+/// the `commands` queue.
+pub type Bus<S> = Arc<Metrics<LocalFirst<QueueBus<S>>>>;
 
 /// The names of the read-model projections, for `rebuild`.
 pub const PROJECTIONS: [&str; 6] = [
@@ -141,6 +142,7 @@ impl<S: Backend> System<S> {
     pub fn new(store: S, documents: Documents, clock: SharedClock) -> Result<Self> {
         let bus: Bus<S> = Arc::new(
             BusBuilder::new()
+                .metrics()
                 .local_first(Arc::new(in_process(&store, &documents, &clock)?))
                 .build(QueueBus::new(store.clone(), COMMANDS)),
         );

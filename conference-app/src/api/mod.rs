@@ -64,6 +64,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Adds `GET /metrics`: the Prometheus text of `handle`'s recorder (commands sent and their
+/// latency, messages handled, retried and dead-lettered per queue, events published, dead
+/// letters waiting).
+pub fn with_metrics(router: Router, handle: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    router.route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    )
+}
+
 /// The API's routes over `system`, with `admin_token` guarding the admin routes.
 pub fn router<S: Backend>(system: Arc<System<S>>, admin_token: String) -> Router {
     let state: App<S> = Arc::new(AppState { system, admin_token });
