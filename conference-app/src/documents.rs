@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cqrs_core::{CheckpointStore, Envelope, Error, ExpectedVersion, MessageHandler, Result};
@@ -64,6 +64,12 @@ const FIND_IX2: &str =
 const PUT: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
 const DELETE: &str = "DELETE FROM rm_documents WHERE model = $1 AND key = $2";
+const LOAD_GENERATIONS: &str = "SELECT model, generation FROM rm_generations";
+const SET_GENERATION: &str = "INSERT INTO rm_generations (model, generation) VALUES ($1, $2)
+    ON CONFLICT (model) DO UPDATE SET generation = excluded.generation";
+const DROP_MODEL: &str = "DELETE FROM rm_documents WHERE model = $1";
+const DROP_CHECKPOINT: &str = "DELETE FROM rm_checkpoints WHERE name = $1";
+const DUMP: &str = "SELECT key, doc FROM rm_documents WHERE model = $1 ORDER BY key";
 const LOAD_CHECKPOINT: &str = "SELECT position FROM rm_checkpoints WHERE name = $1";
 const INSERT_CHECKPOINT: &str = "INSERT INTO rm_checkpoints (name, position) VALUES ($1, $2)
     ON CONFLICT (name) DO NOTHING";
@@ -130,11 +136,28 @@ impl Overlay {
 }
 
 /// The read models' documents.
+///
+/// Each model has a *generation*: a rebuild writes a new generation beside the one that serves,
+/// then switches every process to it (see [`switch_generation`](Self::switch_generation)).
+/// Generation 0 is stored under the model's name, generation `n` under `<model>@<n>`.
 #[derive(Debug, Clone)]
 pub struct Documents {
     db: Db,
     commits: Arc<watch::Sender<u64>>,
     overlay: Option<Arc<Mutex<Overlay>>>,
+    /// Model → the generation that serves, shared by the clones in this process.
+    generations: Arc<RwLock<HashMap<String, i64>>>,
+    /// Generations fixed for this handle (a rebuild writing a new generation).
+    pinned: Option<Arc<HashMap<String, i64>>>,
+}
+
+/// The name a model's generation is stored under.
+pub fn physical_name(model: &str, generation: i64) -> String {
+    if generation == 0 {
+        model.to_owned()
+    } else {
+        format!("{model}@{generation}")
+    }
 }
 
 fn db_error(error: sqlx::Error) -> Error {
@@ -194,11 +217,129 @@ impl Documents {
                 sqlx::query(statement).execute(pool).await.map_err(db_error)?;
             });
         }
-        Ok(Self {
+        let documents = Self {
             db,
             commits: Arc::new(watch::channel(0).0),
             overlay: None,
-        })
+            generations: Arc::new(RwLock::new(HashMap::new())),
+            pinned: None,
+        };
+        documents.refresh_generations().await?;
+        Ok(documents)
+    }
+
+    /// The generation of `model` that this handle reads and writes.
+    pub fn generation(&self, model: &str) -> i64 {
+        if let Some(generation) = self.pinned.as_ref().and_then(|p| p.get(model)) {
+            return *generation;
+        }
+        let generations = self
+            .generations
+            .read()
+            .expect("the generations lock is never poisoned");
+        generations.get(model).copied().unwrap_or(0)
+    }
+
+    fn physical(&self, model: &str) -> String {
+        physical_name(model, self.generation(model))
+    }
+
+    /// Reads which generation of each model serves (other processes may have switched).
+    /// Returns whether anything changed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn refresh_generations(&self) -> Result<bool> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.db, pool => sqlx::query_as(LOAD_GENERATIONS)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?);
+        let fresh: HashMap<String, i64> = rows.into_iter().collect();
+        let mut generations = self
+            .generations
+            .write()
+            .expect("the generations lock is never poisoned");
+        let changed = *generations != fresh;
+        *generations = fresh;
+        Ok(changed)
+    }
+
+    /// A handle that reads and writes the given generations of these models, whatever serves.
+    pub fn pinned(&self, generations: impl IntoIterator<Item = (String, i64)>) -> Self {
+        Self {
+            pinned: Some(Arc::new(generations.into_iter().collect())),
+            overlay: None,
+            ..self.clone()
+        }
+    }
+
+    /// Makes `generation` of `models` the one that serves, in one transaction. This process
+    /// switches at once; the others at their next [`refresh_generations`](Self::refresh_generations).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn switch_generation(&self, models: &[&str], generation: i64) -> Result<()> {
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            for model in models {
+                sqlx::query(SET_GENERATION)
+                    .bind(*model)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+        });
+        let mut generations = self
+            .generations
+            .write()
+            .expect("the generations lock is never poisoned");
+        for model in models {
+            generations.insert((*model).to_owned(), generation);
+        }
+        drop(generations);
+        self.commits.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Deletes every document of one generation of `model`; returns how many.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn drop_generation(&self, model: &str, generation: i64) -> Result<u64> {
+        let name = physical_name(model, generation);
+        Ok(on_pool!(&self.db, pool => sqlx::query(DROP_MODEL)
+            .bind(name)
+            .execute(pool)
+            .await
+            .map_err(db_error)?
+            .rows_affected()))
+    }
+
+    /// Forgets the checkpoint `name`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn drop_checkpoint(&self, name: &str) -> Result<()> {
+        on_pool!(&self.db, pool => {
+            sqlx::query(DROP_CHECKPOINT).bind(name).execute(pool).await.map_err(db_error)?;
+        });
+        Ok(())
+    }
+
+    /// Every document of `model` (the generation this handle reads), as `(key, JSON)`, in key
+    /// order: for comparing generations.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn dump(&self, model: &str) -> Result<Vec<(String, String)>> {
+        let name = self.physical(model);
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(DUMP)
+            .bind(name)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?))
     }
 
     /// A handle that buffers its writes until [`CheckpointStore::save_checkpoint`]: what a
@@ -229,12 +370,13 @@ impl Documents {
     /// # Errors
     /// Database failures; a document that does not decode.
     pub async fn get<T: DeserializeOwned>(&self, model: &str, key: &str) -> Result<Option<T>> {
-        let id = (model.to_owned(), key.to_owned());
+        let model = self.physical(model);
+        let id = (model.clone(), key.to_owned());
         if let Some(pending) = self.overlay().and_then(|o| o.get(&id).cloned()) {
             return pending.map(|row| row.decode()).transpose();
         }
         let row = on_pool!(&self.db, pool => sqlx::query(GET)
-            .bind(model)
+            .bind(&model)
             .bind(key)
             .fetch_optional(pool)
             .await
@@ -248,12 +390,13 @@ impl Documents {
     /// # Errors
     /// Database failures; a document that does not decode.
     pub async fn find<T: DeserializeOwned>(&self, model: &str, index: Index, value: &str) -> Result<Vec<T>> {
+        let model = self.physical(model);
         let sql = match index {
             Index::One => FIND_IX1,
             Index::Two => FIND_IX2,
         };
         let stored: Vec<(String, Row)> = on_pool!(&self.db, pool => sqlx::query(sql)
-            .bind(model)
+            .bind(&model)
             .bind(value)
             .fetch_all(pool)
             .await
@@ -265,7 +408,7 @@ impl Documents {
         if let Some(overlay) = self.overlay() {
             for writes in [&overlay.committed, &overlay.current] {
                 for ((m, key), row) in writes {
-                    if m != model {
+                    if *m != model {
                         continue;
                     }
                     match row {
@@ -299,6 +442,8 @@ impl Documents {
     }
 
     async fn write(&self, model: &str, key: &str, row: Option<Row>) -> Result<()> {
+        let model = self.physical(model);
+        let model = model.as_str();
         if let Some(mut overlay) = self.overlay() {
             overlay.current.insert((model.to_owned(), key.to_owned()), row);
             return Ok(());

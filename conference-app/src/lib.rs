@@ -11,6 +11,7 @@
 //! - [`documents`]: the read models' storage, with a unit of work that commits a projection's
 //!   rows together with its checkpoint;
 //! - [`read_models`]: the domain's read-model store traits on those documents;
+//! - [`rebuild`]: a read model rebuilt from the event log while the old one keeps serving;
 //! - [`audit`]: the invariants, checked from the event log;
 //! - [`demo`]: the demo conference created on first start.
 //!
@@ -39,4 +40,5 @@ pub mod audit;
 pub mod demo;
 pub mod documents;
 pub mod read_models;
+pub mod rebuild;
 pub mod system;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use conference_app::documents::Documents;
 use conference_app::system::{Backend, System};
-use conference_app::{api, audit, demo};
+use conference_app::{api, audit, demo, rebuild};
 use cqrs_core::{DeadLetters, SystemClock};
 use cqrs_sql::{PgOptions, PgStore, SqliteOptions, SqliteStore};
 use tokio::sync::watch;
@@ -48,6 +48,12 @@ enum Command {
     Worker,
     /// Applies the database migrations and exits.
     Migrate,
+    /// Rebuilds a read model from the event log while the old one keeps serving, then switches.
+    Rebuild {
+        /// The read model: conference_view, draft_order, priced_order, order_seats, payments,
+        /// admin_orders.
+        read_model: String,
+    },
     /// Checks the invariants from the event log; exits non-zero on a violation.
     Audit {
         /// Confirmations and payments younger than this are in flight, not checked.
@@ -155,6 +161,7 @@ async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::R
             return Ok(());
         }
         Command::DeadLetters { action } => return dead_letters(&system.store, action).await,
+        Command::Rebuild { read_model } => return rebuild(&system, read_model).await,
         Command::Serve | Command::Web | Command::Worker => {}
     }
     let (stop, stopped) = watch::channel(false);
@@ -176,6 +183,9 @@ async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::R
         }
         _ => None,
     };
+    if matches!(command, Command::Web) {
+        tokio::spawn(system.refresh_generations(until_stopped()));
+    }
     if matches!(command, Command::Serve | Command::Web) {
         if demo::seed(&system).await? {
             println!("created the demo conference `{}`", demo::DEMO_CODE);
@@ -259,4 +269,25 @@ async fn sample_dead_letters(store: impl DeadLetters) {
         }
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     }
+}
+
+async fn rebuild<S: Backend>(system: &System<S>, name: &str) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new_spinner().with_message(format!("rebuilding {name}"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg}: {pos} events applied ({per_sec}, {elapsed})",
+        )
+        .context("the progress template")?,
+    );
+    let rebuilt = rebuild::rebuild(system, name, || bar.inc(1)).await?;
+    bar.finish_with_message(format!("{name} generation {} built", rebuilt.to));
+    println!(
+        "switched {name} from generation {} to {}",
+        rebuilt.from, rebuilt.to
+    );
+    // Every process reads the switch within a second; then the old generation can go.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let dropped = rebuild::drop_old(system, name, &rebuilt).await?;
+    println!("dropped generation {} ({dropped} rows)", rebuilt.from);
+    Ok(())
 }

@@ -35,6 +35,7 @@ use cqrs_core::{
 use tokio::sync::watch;
 
 use crate::documents::Documents;
+use crate::read_models::models;
 
 /// What a backend must offer: the event store with its outbox, the process store, the queues
 /// and topics with dead letters.
@@ -66,15 +67,41 @@ pub const EVENTS: &str = "events";
 /// the `commands` queue.
 pub type Bus<S> = Arc<Metrics<LocalFirst<QueueBus<S>>>>;
 
-/// The names of the read-model projections, for `rebuild`.
-pub const PROJECTIONS: [&str; 6] = [
-    "conference_view",
-    "draft_order",
-    "priced_order",
-    "order_seats",
-    "payments",
-    "admin_orders",
+/// The read-model projections, with the models each one owns.
+pub const PROJECTIONS: [(&str, &[&str]); 6] = [
+    ("conference_view", &[models::CONFERENCE, models::SEAT_TYPE]),
+    ("draft_order", &[models::DRAFT_ORDER]),
+    (
+        "priced_order",
+        &[models::PRICED_ORDER, models::SEAT_TYPE_DESCRIPTION],
+    ),
+    ("order_seats", &[models::ORDER_SEATS]),
+    ("payments", &[models::PAYMENT]),
+    ("admin_orders", &[models::ADMIN_ORDER]),
 ];
+
+/// The models of the projection `name`.
+///
+/// # Errors
+/// An unknown name.
+pub fn projection_models(name: &str) -> Result<&'static [&'static str]> {
+    PROJECTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, models)| *models)
+        .ok_or_else(|| {
+            let names: Vec<&str> = PROJECTIONS.iter().map(|(n, _)| *n).collect();
+            cqrs_core::Error::permanent(format!(
+                "unknown read model `{name}`; one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// The checkpoint of a projection's generation.
+pub fn checkpoint_name(projection: &str, generation: i64) -> String {
+    crate::documents::physical_name(projection, generation)
+}
 
 /// The whole system over one backend.
 pub struct System<S: Backend> {
@@ -204,33 +231,137 @@ impl<S: Backend> System<S> {
     /// # Errors
     /// An unknown name, or a wiring bug.
     pub fn projection(&self, name: &str, documents: &Documents) -> Result<EventDispatcher> {
-        let mut d = EventDispatcher::new();
-        let docs = documents.clone();
-        match name {
-            "conference_view" => Arc::new(ConferenceViewGenerator::new(
-                docs,
-                self.store.clone(),
-                self.bus.clone(),
-                self.clock.clone(),
-            ))
-            .subscribe(&mut d)?,
-            "draft_order" => Arc::new(DraftOrderGenerator::new(docs)).subscribe(&mut d)?,
-            "priced_order" => {
-                Arc::new(PricedOrderGenerator::new(docs, self.clock.clone())).subscribe(&mut d)?;
+        self.projection_factory()(name, documents)
+    }
+
+    /// What builds projections, detached from `self` so that projection loops can own it.
+    fn projection_factory(
+        &self,
+    ) -> impl Fn(&str, &Documents) -> Result<EventDispatcher> + Send + Sync + 'static {
+        let (store, bus, clock, serving) = (
+            self.store.clone(),
+            self.bus.clone(),
+            self.clock.clone(),
+            self.documents.clone(),
+        );
+        move |name, documents| {
+            let mut d = EventDispatcher::new();
+            let docs = documents.clone();
+            match name {
+                "conference_view" => {
+                    let generator =
+                        ConferenceViewGenerator::new(docs, store.clone(), bus.clone(), clock.clone());
+                    Arc::new(generator).subscribe(&mut d)?;
+                }
+                "draft_order" => {
+                    Arc::new(DraftOrderGenerator::new(docs)).subscribe(&mut d)?;
+                }
+                "priced_order" => {
+                    Arc::new(PricedOrderGenerator::new(docs, clock.clone())).subscribe(&mut d)?;
+                }
+                "order_seats" => {
+                    Arc::new(OrderSeatsGenerator::new(docs, serving.clone())).subscribe(&mut d)?;
+                }
+                "payments" => {
+                    Arc::new(PaymentGenerator::new(docs)).subscribe(&mut d)?;
+                }
+                "admin_orders" => {
+                    Arc::new(AdminOrderGenerator::new(docs)).subscribe(&mut d)?;
+                }
+                other => {
+                    projection_models(other)?;
+                    unreachable!("every projection has a generator");
+                }
             }
-            "order_seats" => {
-                Arc::new(OrderSeatsGenerator::new(docs, self.documents.clone())).subscribe(&mut d)?;
-            }
-            "payments" => Arc::new(PaymentGenerator::new(docs)).subscribe(&mut d)?,
-            "admin_orders" => Arc::new(AdminOrderGenerator::new(docs)).subscribe(&mut d)?,
-            other => {
-                return Err(cqrs_core::Error::permanent(format!(
-                    "unknown read model `{other}`; one of {}",
-                    PROJECTIONS.join(", ")
-                )));
+            Ok(d)
+        }
+    }
+
+    /// Keeps this process's view of which read-model generation serves current (a `rebuild`
+    /// in another process switches it), until `shutdown`.
+    pub fn refresh_generations(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let documents = self.documents.clone();
+        async move {
+            tokio::pin!(shutdown);
+            loop {
+                if let Err(error) = documents.refresh_generations().await {
+                    tracing::warn!(%error, "read-model generations not refreshed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
             }
         }
-        Ok(d)
+    }
+
+    /// The loop of projection `name`: catches up whenever events are published (and every
+    /// 250 ms), and moves to a new generation of its models when a rebuild switches to it.
+    fn projection_runner(
+        &self,
+        name: &'static str,
+        models: &'static [&'static str],
+        done: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+        let build = {
+            let store = self.store.clone();
+            let documents = self.documents.clone();
+            let system = self.projection_factory();
+            // Pinned to its generation: a switch in the middle of a page changes nothing here.
+            move |generation: i64| -> Result<_> {
+                let pinned = documents.pinned(models.iter().map(|m| ((*m).to_owned(), generation)));
+                let unit = pinned.unit_of_work();
+                let dispatcher = system(name, unit.documents())?;
+                let filter = MessageFilter::names(dispatcher.names());
+                Ok(CatchUp::new(
+                    checkpoint_name(name, generation),
+                    store.clone(),
+                    unit.clone(),
+                    unit.wrap(dispatcher),
+                )
+                .filter(filter))
+            }
+        };
+        let documents = self.documents.clone();
+        let mut published = self.published.subscribe();
+        let model = models[0];
+        let mut generation = documents.generation(model);
+        let mut catch_up = build(generation)?;
+        Ok(async move {
+            tokio::pin!(done);
+            let mut failures = 0;
+            loop {
+                let serving = documents.generation(model);
+                if serving != generation {
+                    tracing::info!(
+                        projection = name,
+                        generation = serving,
+                        "read model switched to a rebuilt generation"
+                    );
+                    generation = serving;
+                    catch_up = build(generation)?;
+                }
+                let wait = match catch_up.catch_up().await {
+                    Ok(_) => {
+                        failures = 0;
+                        Duration::from_millis(250)
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        tracing::error!(projection = name, %error, failures, "projection stopped at an event; retrying");
+                        Backoff::default().delay(failures)
+                    }
+                };
+                tokio::select! {
+                    _ = published.changed() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut done => return Ok(()),
+                }
+            }
+        })
     }
 
     /// Runs the workers until `shutdown`: the command queue, the event subscriptions, the
@@ -289,37 +420,10 @@ impl<S: Backend> System<S> {
             let done = stopped();
             async move { relay.run_until(done).await }
         });
-        for name in PROJECTIONS {
-            let unit = self.documents.unit_of_work();
-            let dispatcher = self.projection(name, unit.documents())?;
-            let filter = MessageFilter::names(dispatcher.names());
-            let catch_up =
-                CatchUp::new(name, self.store.clone(), unit.clone(), unit.wrap(dispatcher)).filter(filter);
-            let mut published = self.published.subscribe();
-            let done = stopped();
-            tasks.spawn(async move {
-                tokio::pin!(done);
-                let mut failures = 0;
-                loop {
-                    let wait = match catch_up.catch_up().await {
-                        Ok(_) => {
-                            failures = 0;
-                            Duration::from_millis(250)
-                        }
-                        Err(error) => {
-                            failures += 1;
-                            tracing::error!(projection = name, %error, failures, "projection stopped at an event; retrying");
-                            Backoff::default().delay(failures)
-                        }
-                    };
-                    tokio::select! {
-                        _ = published.changed() => {}
-                        () = tokio::time::sleep(wait) => {}
-                        () = &mut done => return Ok(()),
-                    }
-                }
-            });
+        for (name, models) in PROJECTIONS {
+            tasks.spawn(self.projection_runner(name, models, stopped())?);
         }
+        tasks.spawn(self.refresh_generations(stopped()));
 
         shutdown.await;
         let _ = stop.send(true);
