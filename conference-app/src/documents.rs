@@ -6,7 +6,8 @@
 //! reads, until the projection saves its checkpoint; then the writes and the checkpoint commit
 //! in one transaction. An event is therefore applied exactly once, whatever the point of a
 //! crash (`DESIGN.md` guarantee 3). Every commit bumps a [`watch`] counter, which the API's long
-//! polls wait on.
+//! polls wait on; on PostgreSQL a commit is also announced with `NOTIFY`, so the long polls of a
+//! `web` process wake when a `worker` process commits.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +19,7 @@ use cqrs_core::{CheckpointStore, Envelope, Error, ExpectedVersion, MessageHandle
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -64,6 +65,9 @@ const FIND_IX2: &str =
 const PUT: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
 const DELETE: &str = "DELETE FROM rm_documents WHERE model = $1 AND key = $2";
+/// The channel on which PostgreSQL commits are announced to every process (payload: schema).
+const COMMITS_CHANNEL: &str = "conference_read_models";
+const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
 const LOAD_GENERATIONS: &str = "SELECT model, generation FROM rm_generations";
 const SET_GENERATION: &str = "INSERT INTO rm_generations (model, generation) VALUES ($1, $2)
     ON CONFLICT (model) DO UPDATE SET generation = excluded.generation";
@@ -149,6 +153,8 @@ pub struct Documents {
     generations: Arc<RwLock<HashMap<String, i64>>>,
     /// Generations fixed for this handle (a rebuild writing a new generation).
     pinned: Option<Arc<HashMap<String, i64>>>,
+    /// On PostgreSQL, the schema whose commits are announced to the other processes.
+    announce: Option<Arc<str>>,
 }
 
 /// The name a model's generation is stored under.
@@ -208,7 +214,25 @@ impl Documents {
             .connect(url)
             .await
             .map_err(db_error)?;
-        Self::create(Db::Postgres(pool)).await
+        let mut documents = Self::create(Db::Postgres(pool.clone())).await?;
+        documents.announce = Some(schema.into());
+        // Commits of the projections of other processes wake this process's long polls.
+        let mut listener = PgListener::connect_with(&pool).await.map_err(db_error)?;
+        listener.listen(COMMITS_CHANNEL).await.map_err(db_error)?;
+        let (commits, schema) = (documents.commits.clone(), schema.to_owned());
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) if notification.payload() == schema => commits.send_modify(|n| *n += 1),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "LISTEN connection for read-model commits lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(documents)
     }
 
     async fn create(db: Db) -> Result<Self> {
@@ -223,6 +247,7 @@ impl Documents {
             overlay: None,
             generations: Arc::new(RwLock::new(HashMap::new())),
             pinned: None,
+            announce: None,
         };
         documents.refresh_generations().await?;
         Ok(documents)
@@ -490,6 +515,14 @@ impl Documents {
                         actual: -1,
                     });
                 }
+            }
+            if let Some(schema) = &self.announce {
+                sqlx::query(NOTIFY_COMMIT)
+                    .bind(COMMITS_CHANNEL)
+                    .bind(&**schema)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
             }
             tx.commit().await.map_err(db_error)?;
         });

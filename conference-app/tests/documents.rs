@@ -133,3 +133,32 @@ async fn two_runners_of_one_projection_never_both_commit_a_range() {
     assert_eq!(documents.checkpoint("p").await.unwrap(), Some(2));
     assert!(first.save_checkpoint("p", 2).await.unwrap_err().is_conflict());
 }
+
+#[tokio::test]
+async fn on_postgres_a_commit_wakes_the_other_processes() {
+    let Ok(url) = std::env::var("CQRS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_none(),
+            "CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; PostgreSQL documents test skipped");
+        return;
+    };
+    let schema = format!("cqrs_test_docs_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    // Two handles with pools of their own, as two processes would have.
+    let web = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let mut woken = web.commits();
+    woken.mark_unchanged();
+    worker.put("m", "k", row("v", "x")).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), woken.changed())
+        .await
+        .expect("the other process is told of the commit")
+        .unwrap();
+    assert_eq!(web.get::<String>("m", "k").await.unwrap().as_deref(), Some("v"));
+}
