@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conference_app::api;
 use conference_app::system::Backend;
+use conference_domain::read_model::ConferenceQueries;
 use serde_json::{Value, json};
 use support::{Harness, conference_form, place, postgres, published_conference, sqlite};
 use uuid::Uuid;
@@ -326,6 +327,54 @@ async fn bad_input<S: Backend>(h: Harness<S>) {
     let (status, _) = h.send(huge).await;
     assert!(status.is_client_error(), "{status}");
     assert_eq!(h.available(&full).await, 5, "nothing was reserved");
+
+    // Seat types change, and unknown ones are 404; every admin route wants the token.
+    let form = json!({ "name": "Full pass", "description": "Both days", "price": "120.00", "quantity": 8 });
+    let uri = format!("/api/admin/conferences/badconf/seat-types/{full}");
+    assert_eq!(
+        h.call("PUT", &uri, Some(form.clone()), false).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.call("PUT", &uri, Some(form.clone()), true).await.0,
+        StatusCode::NO_CONTENT
+    );
+    h.eventually("the new quantity", || async { h.available(&full).await == 8 })
+        .await;
+    let unknown = format!("/api/admin/conferences/badconf/seat-types/{}", Uuid::now_v7());
+    assert_eq!(
+        h.call("PUT", &unknown, Some(form), true).await.0,
+        StatusCode::NOT_FOUND
+    );
+    for route in ["orders", "unpublish", "publish"] {
+        let method = if route == "orders" { "GET" } else { "POST" };
+        let uri = format!("/api/admin/conferences/badconf/{route}");
+        assert_eq!(
+            h.call(method, &uri, None, false).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{uri}"
+        );
+    }
+    // Unpublished, the conference leaves the public API once its cache entry expires (§13:
+    // details are cached for 10 minutes).
+    let (status, _) = h
+        .call("POST", "/api/admin/conferences/badconf/unpublish", None, true)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    h.eventually("the unpublication projected", || async {
+        let view = h.system.documents.conference_details("badconf").await.unwrap();
+        !view.unwrap().is_published
+    })
+    .await;
+    let (status, _) = h.call("GET", "/api/conferences/badconf", None, false).await;
+    assert_eq!(status, StatusCode::OK, "still cached");
+    h.clock.advance(Duration::from_secs(10 * 60 + 1));
+    h.eventually("the conference hidden", || async {
+        h.call("GET", "/api/conferences/badconf", None, false).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    let (status, _) = place(&h, "badconf", json!([{ "seat_type_id": full, "quantity": 1 }])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     h.stop().await;
 }
 
