@@ -57,7 +57,7 @@ enum Command {
     /// Checks the invariants from the event log; exits non-zero on a violation.
     Audit {
         /// Confirmations and payments younger than this are in flight, not checked.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, env = "CONFERENCE_AUDIT_GRACE_SECONDS", default_value_t = 60)]
         grace_seconds: u64,
     },
     /// Lists or requeues dead letters.
@@ -72,10 +72,10 @@ enum DeadLetterAction {
     /// Lists dead letters, oldest first.
     List {
         /// Only those of this queue.
-        #[arg(long)]
+        #[arg(long, env = "CONFERENCE_DEAD_LETTERS_QUEUE")]
         queue: Option<String>,
         /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, env = "CONFERENCE_DEAD_LETTERS_LIMIT", default_value_t = 100)]
         limit: usize,
     },
     /// Puts dead letters back on their queues, delivery counts reset.

@@ -92,6 +92,39 @@ async fn full_flow<S: Backend>(h: Harness<S>) {
         .await;
     assert_eq!(orders[0]["status"], "Paid");
 
+    // Posting again with the same order id changes that order; a rejected payment changes
+    // nothing but the payment.
+    let (_, first) = place(&h, "rustconf", json!([{ "seat_type_id": full, "quantity": 1 }])).await;
+    let changing = first["order_id"].as_str().unwrap().to_owned();
+    h.order_in(&changing, "reservation_completed").await;
+    let again = json!({ "order_id": changing, "seats": [{ "seat_type_id": full, "quantity": 2 }] });
+    let (status, answer) = h
+        .call("POST", "/api/conferences/rustconf/orders", Some(again), false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let version = answer["order_version"].as_i64().unwrap();
+    assert!(version > 0, "{answer}");
+    let updated = h.order(&changing, version).await;
+    assert_eq!(
+        (&updated["lines"][0]["requested"], &updated["total"]),
+        (&json!(2), &json!("200.00"))
+    );
+    let reserved = h.order_in(&changing, "reservation_completed").await;
+    assert_eq!(reserved["lines"][0]["reserved"], 2);
+    let (_, payment) = h
+        .call("POST", &format!("/api/orders/{changing}/payment"), None, false)
+        .await;
+    let rejected = payment["payment_id"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .call("POST", &format!("/api/payments/{rejected}/reject"), None, false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    h.eventually("the payment rejected", || async {
+        h.order(&changing, -1).await["payment"]["state"] == "Rejected"
+    })
+    .await;
+    assert_eq!(h.order(&changing, -1).await["state"], "reservation_completed");
+
     // A free order is confirmed without payment.
     let (_, free) = place(
         &h,
@@ -114,7 +147,11 @@ async fn full_flow<S: Backend>(h: Harness<S>) {
     let (_, late) = place(&h, "rustconf", json!([{ "seat_type_id": full, "quantity": 5 }])).await;
     let late_id = late["order_id"].as_str().unwrap().to_owned();
     h.order_in(&late_id, "reservation_completed").await;
-    assert_eq!(h.available(&full).await, 2);
+    assert_eq!(
+        h.available(&full).await,
+        0,
+        "3 sold, 2 held by the changed order, 5 held here"
+    );
     let (_, payment) = h
         .call("POST", &format!("/api/orders/{late_id}/payment"), None, false)
         .await;

@@ -19,14 +19,14 @@ use conference_domain::read_model::{
     PaymentStore, PricedOrder, PricedOrderStore,
 };
 use conference_domain::values::{INVALID_EMAIL, PersonalInfo, SeatQuantity, is_valid_email};
-use cqrs_core::{Command, CommandBus, Envelope, Repository};
+use cqrs_core::{Aggregate, Command, CommandBus, Envelope, EventReader, Repository, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::fields_of;
 use super::{ApiError, App, LONG_POLL};
-use crate::system::Backend;
+use crate::system::{Backend, checkpoint_name, projection_models};
 
 type Answer<T> = Result<T, ApiError>;
 
@@ -220,12 +220,24 @@ struct OrderView {
     priced: Option<PricedOrder>,
 }
 
-impl OrderView {
-    fn version(&self) -> i64 {
-        self.draft
-            .order_version
-            .max(self.priced.as_ref().map_or(-1, |p| p.order_version))
+/// The version of the order that both its read models (draft and priced) have applied: the
+/// last event of the order's stream at or below both projections' checkpoints. Each model
+/// handles only some of the order's events, so neither model's own version says this.
+async fn projected_version<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<i64> {
+    let documents = &app.system.documents;
+    let mut reached = u64::MAX;
+    for projection in ["draft_order", "priced_order"] {
+        let models = projection_models(projection)?;
+        let name = checkpoint_name(projection, documents.generation(models[0]));
+        reached = reached.min(documents.checkpoint(&name).await?.unwrap_or(0));
     }
+    let stream = StreamId::for_aggregate(Order::TYPE, order_id);
+    let events = EventReader::load(&app.system.store, &stream, 0).await?;
+    Ok(events
+        .iter()
+        .take_while(|e| e.position <= reached)
+        .last()
+        .map_or(-1, |e| e.version))
 }
 
 async fn order_view<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<Option<OrderView>> {
@@ -266,20 +278,17 @@ pub(super) async fn order<S: Backend>(
     let Query(wait) = query?;
     let mut commits = app.system.documents.commits();
     let deadline = tokio::time::Instant::now() + LONG_POLL;
-    let view = loop {
+    let (view, version) = loop {
         commits.borrow_and_update();
-        let view = order_view(&app, order_id).await?;
-        let done = match (&view, wait.wait_for_version) {
-            (Some(view), Some(after)) => view.version() > after,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if done {
-            break view;
+        let version = projected_version(&app, order_id).await?;
+        if wait.wait_for_version.is_none_or(|after| version > after) {
+            break (order_view(&app, order_id).await?, version);
         }
-        match tokio::time::timeout_at(deadline, commits.changed()).await {
-            Ok(Ok(())) => {}
-            _ => break view,
+        if tokio::time::timeout_at(deadline, commits.changed())
+            .await
+            .is_err()
+        {
+            break (order_view(&app, order_id).await?, version);
         }
     };
     let view = view.ok_or_else(|| ApiError::not_found(format!("No order {order_id}.")))?;
@@ -319,7 +328,7 @@ pub(super) async fn order<S: Backend>(
         "order_id": order_id,
         "conference_code": conference.map(|c| c.code),
         "state": state,
-        "version": view.version(),
+        "version": version,
         "access_code": view.draft.access_code,
         "reservation_expires_at": expires_at,
         "registrant": view.draft.registrant_email.as_ref().map(|email| json!({ "email": email })),
