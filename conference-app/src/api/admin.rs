@@ -144,17 +144,32 @@ pub(super) async fn update_seat_type<S: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Opens or closes a conference for registration.
+async fn set_published<S: Backend>(
+    app: &App<S>,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    published: bool,
+) -> Answer<StatusCode> {
+    app.authorize(headers)?;
+    let Path(code) = path?;
+    let id = conference(app, &code).await?.id();
+    let management = &app.system.management;
+    if published {
+        management.publish(id).await?;
+    } else {
+        management.unpublish(id).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /api/admin/conferences/{code}/publish`.
 pub(super) async fn publish<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer<StatusCode> {
-    app.authorize(&headers)?;
-    let Path(code) = path?;
-    let conference = conference(&app, &code).await?;
-    app.system.management.publish(conference.id()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    set_published(&app, &headers, path, true).await
 }
 
 /// `POST /api/admin/conferences/{code}/unpublish`.
@@ -163,11 +178,7 @@ pub(super) async fn unpublish<S: Backend>(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer<StatusCode> {
-    app.authorize(&headers)?;
-    let Path(code) = path?;
-    let conference = conference(&app, &code).await?;
-    app.system.management.unpublish(conference.id()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    set_published(&app, &headers, path, false).await
 }
 
 /// `GET /api/admin/conferences/{code}/orders`.
