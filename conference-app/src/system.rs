@@ -191,13 +191,6 @@ impl<S: Backend> System<S> {
         })
     }
 
-    fn processor_config() -> ProcessorConfig {
-        ProcessorConfig {
-            backoff: Backoff::default(),
-            ..ProcessorConfig::default()
-        }
-    }
-
     /// The event subscriptions' dispatchers: the registration router, the seat-assignments
     /// handler.
     fn subscriptions(&self) -> Result<Vec<(&'static str, EventDispatcher)>> {
@@ -386,7 +379,7 @@ impl<S: Backend> System<S> {
             COMMANDS,
             self.worker.clone(),
             self.clock.clone(),
-            Self::processor_config(),
+            ProcessorConfig::default(),
         );
         tasks.spawn({
             let done = stopped();
@@ -398,7 +391,7 @@ impl<S: Backend> System<S> {
                 subscription_queue(EVENTS, name),
                 Arc::new(dispatcher),
                 self.clock.clone(),
-                Self::processor_config(),
+                ProcessorConfig::default(),
             );
             let done = stopped();
             tasks.spawn(async move { processor.run_until(done).await });
