@@ -194,7 +194,7 @@ async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::R
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .context("installing the metrics recorder")?;
-        tokio::spawn(sample_dead_letters(system.store.clone()));
+        tokio::spawn(sample_queues(system.store.clone()));
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("listening on {}", cli.listen))?;
@@ -260,12 +260,12 @@ async fn dead_letters(store: &impl DeadLetters, action: &DeadLetterAction) -> an
     Ok(())
 }
 
-/// Keeps the `conference_dead_letters` gauge current.
-async fn sample_dead_letters(store: impl DeadLetters) {
+/// Keeps the queue gauges current.
+async fn sample_queues<S: Backend>(store: S) {
+    let mut seen = std::collections::BTreeSet::new();
     loop {
-        match store.dead_letters(None, 10_000).await {
-            Ok(letters) => metrics::gauge!("conference_dead_letters").set(letters.len() as f64),
-            Err(error) => tracing::warn!(%error, "dead letters not counted"),
+        if let Err(error) = conference_app::system::record_queue_metrics(&store, &mut seen).await {
+            tracing::warn!(%error, "queue metrics not sampled");
         }
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     }

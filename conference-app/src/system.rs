@@ -29,8 +29,8 @@ use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
     EventOutbox, EventStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter, MessageQueue, Metrics,
-    ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, Relay, Repository, Result, SharedClock,
-    TopicBus, Topics,
+    ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, QueueDepths, Relay, Repository, Result,
+    SharedClock, TopicBus, Topics,
 };
 use tokio::sync::watch;
 
@@ -38,9 +38,19 @@ use crate::documents::Documents;
 use crate::read_models::models;
 
 /// What a backend must offer: the event store with its outbox, the process store, the queues
-/// and topics with dead letters.
+/// and topics with dead letters and depths.
 pub trait Backend:
-    EventStore + EventOutbox + ProcessStore + MessageQueue + Topics + DeadLetters + Clone + Send + Sync + 'static
+    EventStore
+    + EventOutbox
+    + ProcessStore
+    + MessageQueue
+    + Topics
+    + DeadLetters
+    + QueueDepths
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -51,11 +61,36 @@ impl<T> Backend for T where
         + MessageQueue
         + Topics
         + DeadLetters
+        + QueueDepths
         + Clone
         + Send
         + Sync
         + 'static
 {
+}
+
+/// Sets the `conference_dead_letters` gauge and one `conference_queue_depth` gauge per queue;
+/// `seen` remembers the queues reported before, so that a queue that emptied goes back to 0.
+///
+/// # Errors
+/// Store failures.
+pub async fn record_queue_metrics<S: Backend>(
+    store: &S,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Result<()> {
+    let letters = store.dead_letters(None, 10_000).await?;
+    metrics::gauge!("conference_dead_letters").set(letters.len() as f64);
+    let depths = store.queue_depths().await?;
+    for queue in seen.iter() {
+        if !depths.iter().any(|(q, _)| q == queue) {
+            metrics::gauge!("conference_queue_depth", "queue" => queue.clone()).set(0.0);
+        }
+    }
+    for (queue, depth) in depths {
+        metrics::gauge!("conference_queue_depth", "queue" => queue.clone()).set(depth as f64);
+        seen.insert(queue);
+    }
+    Ok(())
 }
 
 /// The queue of commands that are not handled in-process.

@@ -32,6 +32,9 @@ async fn commands_sent_show_in_the_metrics() {
     let command = RegisterToConference::new(Uuid::now_v7(), Uuid::now_v7(), vec![unknown_seat]);
     system.bus.send(Envelope::command(command)).await.unwrap();
 
+    conference_app::system::record_queue_metrics(&system.store, &mut Default::default())
+        .await
+        .unwrap();
     let router = api::with_metrics(api::router(system, "token".into()), handle);
     let response = router
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -42,4 +45,9 @@ async fn commands_sent_show_in_the_metrics() {
     assert!(text.contains("cqrs_bus_messages_total"), "{text}");
     assert!(text.contains("name=\"RegisterToConference\""), "{text}");
     assert!(text.contains("cqrs_bus_send_seconds"), "{text}");
+    assert!(
+        text.contains("conference_queue_depth{queue=\"commands\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("conference_dead_letters 0"), "{text}");
 }

@@ -155,7 +155,7 @@ pub use crate::store::{
 };
 pub use crate::subscription::{CatchUp, CheckpointStore};
 pub use crate::transport::{
-    DeadLetter, DeadLetters, Delivery, MessageFilter, MessageQueue, QueueBus, TopicBus, Topics,
+    DeadLetter, DeadLetters, Delivery, MessageFilter, MessageQueue, QueueBus, QueueDepths, TopicBus, Topics,
 };
 
 // Re-exported so `event_set!` users and backends need no direct dependency for these.

@@ -127,6 +127,13 @@ pub trait Topics: MessageQueue {
     fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// How many messages each queue holds, for monitoring.
+pub trait QueueDepths: Send + Sync {
+    /// Every queue that holds messages (due, scheduled for later, or being handled; not dead
+    /// letters), with how many, in queue-name order.
+    fn queue_depths(&self) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
+}
+
 /// The dead-letter store: list and requeue.
 pub trait DeadLetters: Send + Sync {
     /// Up to `limit` dead letters, oldest first, of one queue or of all.

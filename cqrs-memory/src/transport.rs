@@ -8,7 +8,7 @@ use cqrs_core::chrono::{DateTime, Utc};
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     AnyMessage, Codec, DeadLetter, DeadLetters, Delivery, Envelope, Error, MessageFilter, MessageQueue,
-    Result, SharedClock, SystemClock, Topics, saturating_add,
+    QueueDepths, Result, SharedClock, SystemClock, Topics, saturating_add,
 };
 use dashmap::DashMap;
 use tokio::sync::Notify;
@@ -285,6 +285,20 @@ impl Topics for MemoryTransport {
             }
         }
         Ok(())
+    }
+}
+
+impl QueueDepths for MemoryTransport {
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>> {
+        let mut depths: Vec<(String, u64)> = self
+            .inner
+            .queues
+            .iter()
+            .map(|entry| (entry.key().clone(), entry.value().lock().items.len() as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        depths.sort();
+        Ok(depths)
     }
 }
 

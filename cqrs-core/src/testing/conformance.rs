@@ -30,7 +30,9 @@ use crate::repository::{MementoPolicy, Repository};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::store::{EventMetadata, EventOutbox, EventStore, ExpectedVersion, NewEvent, StreamId};
 use crate::subscription::{CatchUp, CheckpointStore};
-use crate::transport::{DeadLetters, Delivery, MessageFilter, MessageQueue, Topics, subscription_queue};
+use crate::transport::{
+    DeadLetters, Delivery, MessageFilter, MessageQueue, QueueDepths, Topics, subscription_queue,
+};
 use std::sync::{Arc, Mutex};
 
 fn new_event(seat_type: u32) -> NewEvent {
@@ -573,8 +575,9 @@ pub async fn inventory_events<S: EventStore>(store: &S, id: Uuid) -> Vec<Invento
 /// On any violation.
 pub async fn transport<T>(transport: &T, clock: &ManualClock)
 where
-    T: MessageQueue + Topics + DeadLetters,
+    T: MessageQueue + Topics + DeadLetters + QueueDepths,
 {
+    queue_depths(transport).await;
     let queue = format!("conf-{}", Uuid::now_v7().simple());
     let ids = |deliveries: &[Delivery]| -> Vec<String> {
         deliveries
@@ -762,6 +765,28 @@ where
     assert_eq!(all.len(), 2);
     assert_eq!(reminders.len(), 1, "the updated filter applies");
     assert_eq!(reminders[0].envelope.name(), Remind::NAME);
+}
+
+/// Queue depths count what a queue holds, in flight included, until it is settled.
+async fn queue_depths<T: MessageQueue + QueueDepths>(transport: &T) {
+    let queue = format!("depth-{}", Uuid::now_v7().simple());
+    let depth = || async {
+        let depths = transport.queue_depths().await.unwrap();
+        depths
+            .into_iter()
+            .find(|(q, _)| *q == queue)
+            .map_or(0, |(_, n)| n)
+    };
+    assert_eq!(depth().await, 0);
+    let messages = (0..3)
+        .map(|n| Envelope::command(Remind::new(n.to_string())))
+        .collect();
+    transport.enqueue(&queue, messages).await.unwrap();
+    assert_eq!(depth().await, 3);
+    let got = transport.receive(&queue, 1).await.unwrap();
+    assert_eq!(depth().await, 3, "a message being handled still counts");
+    transport.complete(&got[0]).await.unwrap();
+    assert_eq!(depth().await, 2);
 }
 
 /// Checkpoints and catch-up subscriptions over a store: every event once, in log order, the

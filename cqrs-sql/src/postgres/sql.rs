@@ -214,3 +214,6 @@ pub(super) const LOAD_CHECKPOINT: &str = "SELECT position FROM cqrs_checkpoints 
 pub(super) const SAVE_CHECKPOINT: &str = "INSERT INTO cqrs_checkpoints (subscription, position, updated_at) \
      VALUES ($1, $2, now()) ON CONFLICT (subscription) DO UPDATE SET position = excluded.position, \
      updated_at = excluded.updated_at";
+
+pub(super) const QUEUE_DEPTHS: &str =
+    "SELECT queue, count(*) FROM cqrs_messages GROUP BY queue ORDER BY queue";

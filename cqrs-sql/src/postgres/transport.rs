@@ -8,7 +8,7 @@ use std::time::Duration;
 use cqrs_core::chrono::{DateTime, Utc};
 use cqrs_core::{
     AnyMessage, Codec, DeadLetter, DeadLetters, Delivery, Envelope, Error, MessageFilter, MessageQueue,
-    Metadata, Payload, Result, Topics, saturating_add,
+    Metadata, Payload, QueueDepths, Result, Topics, saturating_add,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -236,6 +236,19 @@ impl Topics for PgStore {
             self.wake(&queue);
         }
         Ok(())
+    }
+}
+
+impl QueueDepths for PgStore {
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql::QUEUE_DEPTHS)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(queue, n)| (queue, n.max(0) as u64))
+            .collect())
     }
 }
 

@@ -159,3 +159,6 @@ pub(super) fn push_rows(sql: &mut String, row: &str, n: usize) {
         sql.push_str(row);
     }
 }
+
+pub(super) const QUEUE_DEPTHS: &str =
+    "SELECT queue, count(*) FROM cqrs_messages GROUP BY queue ORDER BY queue";

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     AnyMessage, Codec, DeadLetter, DeadLetters, Delivery, Envelope, Error, MessageFilter, MessageQueue,
-    Metadata, Payload, Result, Topics, saturating_add,
+    Metadata, Payload, QueueDepths, Result, Topics, saturating_add,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
@@ -281,6 +281,19 @@ impl Topics for SqliteStore {
             self.wake(&queue);
         }
         Ok(())
+    }
+}
+
+impl QueueDepths for SqliteStore {
+    async fn queue_depths(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql::QUEUE_DEPTHS)
+            .fetch_all(self.reader())
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|(queue, n)| (queue, n.max(0) as u64))
+            .collect())
     }
 }
 
