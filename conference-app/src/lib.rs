@@ -13,7 +13,8 @@
 //! - [`read_models`]: the domain's read-model store traits on those documents;
 //! - [`rebuild`]: a read model rebuilt from the event log while the old one keeps serving;
 //! - [`audit`]: the invariants, checked from the event log;
-//! - [`demo`]: the demo conference created on first start.
+//! - [`demo`]: the demo conference created on first start;
+//! - [`load`]: the load tool that drives a running instance over HTTP.
 //!
 //! ## Example
 //!
@@ -39,6 +40,7 @@ pub mod api;
 pub mod audit;
 pub mod demo;
 pub mod documents;
+pub mod load;
 pub mod read_models;
 pub mod rebuild;
 pub mod system;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use conference_app::documents::Documents;
 use conference_app::system::{Backend, System};
-use conference_app::{api, audit, demo, rebuild};
+use conference_app::{api, audit, demo, load, rebuild};
 use cqrs_core::{DeadLetters, SystemClock};
 use cqrs_sql::{PgOptions, PgStore, SqliteOptions, SqliteStore};
 use tokio::sync::watch;
@@ -53,6 +53,28 @@ enum Command {
         /// The read model: conference_view, draft_order, priced_order, order_seats, payments,
         /// admin_orders.
         read_model: String,
+    },
+    /// Drives a running instance over HTTP with simulated registrants, reports what it
+    /// measured (JSON and an SVG latency plot), then audits the database.
+    Load {
+        /// The running instance.
+        #[arg(long, env = "CONFERENCE_LOAD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Orders to run through the whole flow.
+        #[arg(long, env = "CONFERENCE_LOAD_ORDERS", default_value_t = 1000)]
+        orders: usize,
+        /// Registrants at a time.
+        #[arg(long, env = "CONFERENCE_LOAD_CONCURRENCY", default_value_t = 64)]
+        concurrency: usize,
+        /// Orders started per second (default: as fast as the concurrency allows).
+        #[arg(long, env = "CONFERENCE_LOAD_RATE")]
+        rate: Option<f64>,
+        /// Where to write the JSON report.
+        #[arg(long, env = "CONFERENCE_LOAD_REPORT", default_value = "load-report.json")]
+        report: PathBuf,
+        /// Where to draw the latency histogram (SVG).
+        #[arg(long, env = "CONFERENCE_LOAD_PLOT", default_value = "load-latency.svg")]
+        plot: PathBuf,
     },
     /// Checks the invariants from the event log; exits non-zero on a violation.
     Audit {
@@ -162,6 +184,30 @@ async fn run<S: Backend>(cli: &Cli, store: S, documents: Documents) -> anyhow::R
         }
         Command::DeadLetters { action } => return dead_letters(&system.store, action).await,
         Command::Rebuild { read_model } => return rebuild(&system, read_model).await,
+        Command::Load {
+            url,
+            orders,
+            concurrency,
+            rate,
+            report,
+            plot,
+        } => {
+            let token = match &cli.admin_token {
+                Some(token) => token.clone(),
+                None => std::fs::read_to_string(cli.data_dir.join("admin-token"))
+                    .context("the admin token (give --admin-token, or run from the server's data directory)")?
+                    .trim()
+                    .to_owned(),
+            };
+            let config = load::LoadConfig {
+                url: url.clone(),
+                orders: *orders,
+                concurrency: *concurrency,
+                rate: *rate,
+                admin_token: token,
+            };
+            return load(&system, &config, report, plot).await;
+        }
         Command::Serve | Command::Web | Command::Worker => {}
     }
     let (stop, stopped) = watch::channel(false);
@@ -289,5 +335,53 @@ async fn rebuild<S: Backend>(system: &System<S>, name: &str) -> anyhow::Result<(
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let dropped = rebuild::drop_old(system, name, &rebuilt).await?;
     println!("dropped generation {} ({dropped} rows)", rebuilt.from);
+    Ok(())
+}
+
+async fn load<S: Backend>(
+    system: &System<S>,
+    config: &load::LoadConfig,
+    report_path: &std::path::Path,
+    plot_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    println!(
+        "{} orders, {} registrants at a time{}, against {}",
+        config.orders,
+        config.concurrency,
+        config.rate.map(|r| format!(", {r} orders/s")).unwrap_or_default(),
+        config.url
+    );
+    let report = load::run(config).await.map_err(anyhow::Error::msg)?;
+    std::fs::write(report_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    load::plot(&report, plot_path).map_err(anyhow::Error::msg)?;
+    println!(
+        "{} of {} orders completed in {:.1} s: {:.1} orders/s",
+        report.completed, report.orders, report.elapsed_seconds, report.orders_per_second
+    );
+    for (what, p) in [
+        ("time to priced", &report.time_to_priced_ms),
+        ("time to confirmed", &report.time_to_confirmed_ms),
+    ]
+    .into_iter()
+    .chain(report.calls_ms.iter().map(|(route, p)| (route.as_str(), p)))
+    {
+        println!(
+            "  {what:<24} p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+            p.p50, p.p90, p.p99, p.max
+        );
+    }
+    for error in report.errors.iter().take(10) {
+        println!("  error: {error}");
+    }
+    println!("report: {}  plot: {}", report_path.display(), plot_path.display());
+    // Let the last confirmations' follow-ups (commits, seat assignments) land, then audit.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let grace = chrono::TimeDelta::seconds(5);
+    let audit = audit::audit(&system.store, &system.documents, system.clock.now() - grace).await?;
+    println!("{audit}");
+    if !report.errors.is_empty() || !audit.is_clean() {
+        std::process::exit(1);
+    }
     Ok(())
 }

@@ -835,7 +835,7 @@ struct Counting {
 impl ConferenceQueries for Counting {
     async fn conference_details(&self, code: &str) -> cqrs_core::Result<Option<ConferenceView>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok((code == "known").then(|| ConferenceView {
+        Ok((code == "known" || code == "draft").then(|| ConferenceView {
             id: Uuid::nil(),
             code: code.into(),
             name: "n".into(),
@@ -844,7 +844,7 @@ impl ConferenceQueries for Counting {
             tagline: None,
             twitter_search: None,
             start_date: t0(),
-            is_published: true,
+            is_published: code == "known",
         }))
     }
     async fn conference_alias(&self, _: &str) -> cqrs_core::Result<Option<ConferenceAlias>> {
@@ -883,6 +883,9 @@ async fn the_cache_keeps_entries_until_their_absolute_expiry() {
     cache.conference_details("unknown").await.unwrap();
     cache.conference_details("unknown").await.unwrap();
     assert_eq!(calls(&cache), 3);
+    cache.conference_details("draft").await.unwrap();
+    cache.conference_details("draft").await.unwrap();
+    assert_eq!(calls(&cache), 2, "an unpublished conference is not cached");
     clock.advance(Duration::from_secs(599));
     cache.conference_details("known").await.unwrap();
     assert_eq!(calls(&cache), 0);

@@ -54,7 +54,9 @@ impl<K: Eq + Hash, V: Clone> Entries<K, V> {
     }
 }
 
-/// [`ConferenceQueries`] cached as `DOMAIN.md` §13.1 says. `seat_type_names` is never cached.
+/// [`ConferenceQueries`] cached as `DOMAIN.md` §13.1 says. `seat_type_names` is never cached,
+/// and neither are the details of an unpublished conference (in the spirit of project
+/// decision 6: a publication shows at once).
 #[derive(Debug)]
 pub struct CachedConferenceQueries<Q> {
     inner: Q,
@@ -96,7 +98,9 @@ impl<Q: ConferenceQueries> ConferenceQueries for CachedConferenceQueries<Q> {
             return Ok(Some(hit));
         }
         let found = self.inner.conference_details(code).await?;
-        if let Some(view) = &found {
+        // An unpublished conference is not cached either: like an empty seat-type list
+        // (project decision 6), it would hide a fresh publication for the whole lifetime.
+        if let Some(view) = found.as_ref().filter(|view| view.is_published) {
             self.details
                 .put(code.to_owned(), view.clone(), now + CONFERENCE_DETAILS);
         }
