@@ -78,8 +78,8 @@ pub async fn record_queue_metrics<S: Backend>(
     store: &S,
     seen: &mut std::collections::BTreeSet<String>,
 ) -> Result<()> {
-    let letters = store.dead_letters(None, 10_000).await?;
-    metrics::gauge!("conference_dead_letters").set(letters.len() as f64);
+    let dead = store.dead_letter_count().await?;
+    metrics::gauge!("conference_dead_letters").set(dead as f64);
     let depths = store.queue_depths().await?;
     for queue in seen.iter() {
         if !depths.iter().any(|(q, _)| q == queue) {

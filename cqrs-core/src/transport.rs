@@ -127,11 +127,15 @@ pub trait Topics: MessageQueue {
     fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// How many messages each queue holds, for monitoring.
+/// How many messages the queues and the dead-letter store hold, for monitoring: counted where
+/// they are stored, without reading them.
 pub trait QueueDepths: Send + Sync {
     /// Every queue that holds messages (due, scheduled for later, or being handled; not dead
     /// letters), with how many, in queue-name order.
     fn queue_depths(&self) -> impl Future<Output = Result<Vec<(String, u64)>>> + Send;
+
+    /// How many dead letters wait, all queues together.
+    fn dead_letter_count(&self) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// The dead-letter store: list and requeue.

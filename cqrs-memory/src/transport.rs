@@ -300,6 +300,10 @@ impl QueueDepths for MemoryTransport {
         depths.sort();
         Ok(depths)
     }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        Ok(self.dead().len() as u64)
+    }
 }
 
 impl DeadLetters for MemoryTransport {

@@ -767,7 +767,8 @@ where
     assert_eq!(reminders[0].envelope.name(), Remind::NAME);
 }
 
-/// Queue depths count what a queue holds, in flight included, until it is settled.
+/// Queue depths count what a queue holds, in flight included, until it is settled; dead
+/// letters are counted apart.
 async fn queue_depths<T: MessageQueue + QueueDepths>(transport: &T) {
     let queue = format!("depth-{}", Uuid::now_v7().simple());
     let depth = || async {
@@ -778,6 +779,7 @@ async fn queue_depths<T: MessageQueue + QueueDepths>(transport: &T) {
             .map_or(0, |(_, n)| n)
     };
     assert_eq!(depth().await, 0);
+    let dead_before = transport.dead_letter_count().await.unwrap();
     let messages = (0..3)
         .map(|n| Envelope::command(Remind::new(n.to_string())))
         .collect();
@@ -787,6 +789,10 @@ async fn queue_depths<T: MessageQueue + QueueDepths>(transport: &T) {
     assert_eq!(depth().await, 3, "a message being handled still counts");
     transport.complete(&got[0]).await.unwrap();
     assert_eq!(depth().await, 2);
+    let got = transport.receive(&queue, 1).await.unwrap();
+    transport.dead_letter(&got[0], "conformance").await.unwrap();
+    assert_eq!(depth().await, 1, "a dead letter leaves its queue");
+    assert_eq!(transport.dead_letter_count().await.unwrap(), dead_before + 1);
 }
 
 /// Checkpoints and catch-up subscriptions over a store: every event once, in log order, the

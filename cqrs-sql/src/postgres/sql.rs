@@ -217,3 +217,5 @@ pub(super) const SAVE_CHECKPOINT: &str = "INSERT INTO cqrs_checkpoints (subscrip
 
 pub(super) const QUEUE_DEPTHS: &str =
     "SELECT queue, count(*) FROM cqrs_messages GROUP BY queue ORDER BY queue";
+
+pub(super) const DEAD_LETTER_COUNT: &str = "SELECT count(*) FROM cqrs_dead_letters";

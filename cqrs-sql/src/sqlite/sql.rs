@@ -162,3 +162,5 @@ pub(super) fn push_rows(sql: &mut String, row: &str, n: usize) {
 
 pub(super) const QUEUE_DEPTHS: &str =
     "SELECT queue, count(*) FROM cqrs_messages GROUP BY queue ORDER BY queue";
+
+pub(super) const DEAD_LETTER_COUNT: &str = "SELECT count(*) FROM cqrs_dead_letters";

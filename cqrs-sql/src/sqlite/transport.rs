@@ -295,6 +295,14 @@ impl QueueDepths for SqliteStore {
             .map(|(queue, n)| (queue, n.max(0) as u64))
             .collect())
     }
+
+    async fn dead_letter_count(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(sql::DEAD_LETTER_COUNT)
+            .fetch_one(self.reader())
+            .await
+            .map_err(db)?;
+        Ok(count.max(0) as u64)
+    }
 }
 
 impl DeadLetters for SqliteStore {
