@@ -220,24 +220,50 @@ struct OrderView {
     priced: Option<PricedOrder>,
 }
 
-/// The version of the order that both its read models (draft and priced) have applied: the
-/// last event of the order's stream at or below both projections' checkpoints. Each model
-/// handles only some of the order's events, so neither model's own version says this.
-async fn projected_version<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<i64> {
-    let documents = &app.system.documents;
-    let mut reached = u64::MAX;
-    for projection in ["draft_order", "priced_order"] {
-        let models = projection_models(projection)?;
-        let name = checkpoint_name(projection, documents.generation(models[0]));
-        reached = reached.min(documents.checkpoint(&name).await?.unwrap_or(0));
+/// How far the order's read models (draft and priced) have got: the last event of the order's
+/// stream at or below both projections' checkpoints. Each model handles only some of the
+/// order's events, so neither model's own version says this. A long poll asks again on every
+/// commit; the stream is read again only once the projections have passed all of it that is
+/// known, so most wake-ups cost two checkpoint reads.
+struct Progress {
+    order_id: Uuid,
+    /// (version, position) of the order's events read so far.
+    events: Vec<(i64, u64)>,
+}
+
+impl Progress {
+    fn new(order_id: Uuid) -> Self {
+        Self {
+            order_id,
+            events: Vec::new(),
+        }
     }
-    let stream = StreamId::for_aggregate(Order::TYPE, order_id);
-    let events = EventReader::load(&app.system.store, &stream, 0).await?;
-    Ok(events
-        .iter()
-        .take_while(|e| e.position <= reached)
-        .last()
-        .map_or(-1, |e| e.version))
+
+    async fn version<S: Backend>(&mut self, app: &App<S>) -> Answer<i64> {
+        let documents = &app.system.documents;
+        let mut reached = u64::MAX;
+        for projection in ["draft_order", "priced_order"] {
+            let models = projection_models(projection)?;
+            let name = checkpoint_name(projection, documents.generation(models[0]));
+            reached = reached.min(documents.checkpoint(&name).await?.unwrap_or(0));
+        }
+        if self
+            .events
+            .last()
+            .is_none_or(|&(_, position)| position <= reached)
+        {
+            let stream = StreamId::for_aggregate(Order::TYPE, self.order_id);
+            let from = self.events.last().map_or(0, |&(version, _)| version + 1);
+            let tail = EventReader::load(&app.system.store, &stream, from).await?;
+            self.events.extend(tail.iter().map(|e| (e.version, e.position)));
+        }
+        Ok(self
+            .events
+            .iter()
+            .take_while(|&&(_, position)| position <= reached)
+            .last()
+            .map_or(-1, |&(version, _)| version))
+    }
 }
 
 async fn order_view<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<Option<OrderView>> {
@@ -278,9 +304,10 @@ pub(super) async fn order<S: Backend>(
     let Query(wait) = query?;
     let mut commits = app.system.documents.commits();
     let deadline = tokio::time::Instant::now() + LONG_POLL;
+    let mut progress = Progress::new(order_id);
     let (view, version) = loop {
         commits.borrow_and_update();
-        let version = projected_version(&app, order_id).await?;
+        let version = progress.version(&app).await?;
         if wait.wait_for_version.is_none_or(|after| version > after) {
             break (order_view(&app, order_id).await?, version);
         }
