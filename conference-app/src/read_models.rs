@@ -2,7 +2,6 @@
 //! §12, with the index columns its lookups need.
 
 use conference_domain::payments::PaymentState;
-use conference_domain::pricing::{SeatTypePrice, SeatTypeSource};
 use conference_domain::read_model::{
     AdminOrder, AdminOrderStore, ConferenceAlias, ConferenceQueries, ConferenceView, ConferenceViewStore,
     DraftOrder, DraftOrderStore, OrderSeats, OrderSeatsStore, PaymentDetails, PaymentStore, PricedOrder,
@@ -171,19 +170,6 @@ impl ConferenceQueries for Documents {
             }
         }
         Ok(names)
-    }
-}
-
-impl SeatTypeSource for Documents {
-    async fn seat_type_prices(&self, conference_id: Uuid) -> Result<Vec<SeatTypePrice>> {
-        Ok(ConferenceViewStore::seat_types(self, conference_id)
-            .await?
-            .into_iter()
-            .map(|t| SeatTypePrice {
-                id: t.id,
-                price: t.price,
-            })
-            .collect())
     }
 }
 

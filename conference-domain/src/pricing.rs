@@ -20,22 +20,14 @@ pub struct SeatTypePrice {
 }
 
 /// Where the order handler reads a conference's seat types: *all* of them, uncached, published
-/// or not (project decision 6), so that in-flight orders survive an unpublish.
+/// or not (project decision 6), so that in-flight orders survive an unpublish. Every store of the
+/// conference view is one (`read_model::ConferenceViewStore`).
 pub trait SeatTypeSource: Send + Sync {
     /// Every seat type of `conference_id` (empty when none is known).
     fn seat_type_prices(
         &self,
         conference_id: Uuid,
     ) -> impl Future<Output = Result<Vec<SeatTypePrice>>> + Send;
-}
-
-impl<T: SeatTypeSource> SeatTypeSource for std::sync::Arc<T> {
-    fn seat_type_prices(
-        &self,
-        conference_id: Uuid,
-    ) -> impl Future<Output = Result<Vec<SeatTypePrice>>> + Send {
-        (**self).seat_type_prices(conference_id)
-    }
 }
 
 /// Prices seats: what the Order aggregate calls.

@@ -18,6 +18,7 @@ use crate::management::{
     ConferenceCreated, ConferenceDetails, ConferencePublished, ConferenceUnpublished, ConferenceUpdated,
     SeatCreated, SeatUpdated,
 };
+use crate::pricing::{SeatTypePrice, SeatTypeSource};
 use crate::seats_availability::{AvailableSeatsChanged, SeatsReservationCancelled, SeatsReserved};
 use crate::values::{Money, SeatQuantity};
 use crate::{DomainError, Sourced};
@@ -130,6 +131,21 @@ pub trait ConferenceViewStore: Send + Sync {
     fn seat_types(&self, conference_id: Uuid) -> impl Future<Output = Result<Vec<SeatTypeView>>> + Send;
     /// Inserts or replaces seat types, all at once.
     fn save_seat_types(&self, seat_types: Vec<SeatTypeView>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Pricing reads the conference view's seat types, published or not (project decision 6).
+impl<T: ConferenceViewStore> SeatTypeSource for T {
+    async fn seat_type_prices(&self, conference_id: Uuid) -> Result<Vec<SeatTypePrice>> {
+        Ok(self
+            .seat_types(conference_id)
+            .await?
+            .into_iter()
+            .map(|t| SeatTypePrice {
+                id: t.id,
+                price: t.price,
+            })
+            .collect())
+    }
 }
 
 /// What SeatsAvailability was told about one seat type: the quantity registered with it, and

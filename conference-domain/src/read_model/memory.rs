@@ -12,7 +12,6 @@ use super::{
     PricedOrderStore, SeatTypeName, SeatTypeView,
 };
 use crate::payments::PaymentState;
-use crate::pricing::{SeatTypePrice, SeatTypeSource};
 
 #[derive(Debug, Default)]
 struct Tables {
@@ -184,19 +183,6 @@ impl ConferenceQueries for MemoryReadModels {
                     id,
                     name: t.name.clone(),
                 })
-            })
-            .collect())
-    }
-}
-
-impl SeatTypeSource for MemoryReadModels {
-    async fn seat_type_prices(&self, conference_id: Uuid) -> Result<Vec<SeatTypePrice>> {
-        Ok(ConferenceViewStore::seat_types(self, conference_id)
-            .await?
-            .into_iter()
-            .map(|t| SeatTypePrice {
-                id: t.id,
-                price: t.price,
             })
             .collect())
     }
