@@ -77,11 +77,6 @@ impl ApiError {
         self.extra = Some((key, value));
         self
     }
-
-    /// The status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl IntoResponse for ApiError {

@@ -442,12 +442,19 @@ pub(super) async fn pay<S: Backend>(
     Ok((StatusCode::ACCEPTED, Json(json!({ "payment_id": payment_id }))))
 }
 
-async fn payment_exists<S: Backend>(app: &App<S>, payment_id: Uuid) -> Answer<()> {
+/// Sends the processor's answer about an existing payment.
+async fn answer_payment<S: Backend, C: Command>(
+    app: &App<S>,
+    path: Result<Path<Uuid>, PathRejection>,
+    answer: impl FnOnce(Uuid) -> C,
+) -> Answer<StatusCode> {
+    let Path(payment_id) = path?;
     let payments = Repository::<ThirdPartyProcessorPayment, _>::new(app.system.store.clone());
-    match payments.find(payment_id).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!("No payment {payment_id}."))),
+    if payments.find(payment_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("No payment {payment_id}.")));
     }
+    send(app, answer(payment_id)).await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 /// `POST /api/payments/{payment_id}/accept`: the processor took the money.
@@ -455,10 +462,7 @@ pub(super) async fn accept_payment<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Answer<StatusCode> {
-    let Path(payment_id) = path?;
-    payment_exists(&app, payment_id).await?;
-    send(&app, CompleteThirdPartyProcessorPayment::new(payment_id)).await?;
-    Ok(StatusCode::ACCEPTED)
+    answer_payment(&app, path, CompleteThirdPartyProcessorPayment::new).await
 }
 
 /// `POST /api/payments/{payment_id}/reject`: the processor refused.
@@ -466,10 +470,7 @@ pub(super) async fn reject_payment<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Answer<StatusCode> {
-    let Path(payment_id) = path?;
-    payment_exists(&app, payment_id).await?;
-    send(&app, CancelThirdPartyProcessorPayment::new(payment_id)).await?;
-    Ok(StatusCode::ACCEPTED)
+    answer_payment(&app, path, CancelThirdPartyProcessorPayment::new).await
 }
 
 /// `POST /api/orders/locate` body.

@@ -211,12 +211,8 @@ impl<S: DraftOrderStore + 'static> DraftOrderGenerator<S> {
         .await
     }
 
-    async fn confirmed(&self, _: &OrderConfirmed, metadata: &Metadata) -> Result<()> {
-        self.change(metadata, |order| order.state = DraftOrderState::Confirmed)
-            .await
-    }
-
-    async fn payment_confirmed(&self, _: &OrderPaymentConfirmed, metadata: &Metadata) -> Result<()> {
+    /// `OrderConfirmed`, or its legacy name `OrderPaymentConfirmed`.
+    async fn confirmed<E>(&self, _: &E, metadata: &Metadata) -> Result<()> {
         self.change(metadata, |order| order.state = DraftOrderState::Confirmed)
             .await
     }
@@ -229,7 +225,7 @@ route!([S: DraftOrderStore + 'static] DraftOrderGenerator<S> {
     OrderReservationCompleted => reservation_completed,
     OrderRegistrantAssigned => registrant_assigned,
     OrderConfirmed => confirmed,
-    OrderPaymentConfirmed => payment_confirmed,
+    OrderPaymentConfirmed => confirmed,
 });
 
 /// One priced line of an order.
