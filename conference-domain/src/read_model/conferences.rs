@@ -266,11 +266,10 @@ where
     async fn register(
         &self,
         registration: Option<Process<SeatTypeRegistration>>,
-        event: &SeatCreated,
+        (seat_type, conference_id, quantity): (Uuid, Uuid, i32),
         cause: &Metadata,
     ) -> Result<()> {
         let version = Sourced::of(cause)?.version;
-        let seat_type = event.seat_type_id;
         let mut registration = match registration {
             Some(known) if known.version >= version => {
                 tracing::info!(%seat_type, version, "seat event already registered");
@@ -280,14 +279,13 @@ where
             None => Process::new(
                 seat_type,
                 SeatTypeRegistration {
-                    conference_id: event.conference_id,
+                    conference_id,
                     quantity: 0,
                     version: -1,
                 },
             ),
         };
         let conference_id = registration.conference_id;
-        let quantity = event.details.quantity;
         let diff = quantity - registration.quantity;
         registration.caused_by(cause);
         if diff > 0 || registration.version() < 0 {
@@ -304,18 +302,11 @@ where
         self.registrations.save(&mut registration).await
     }
 
-    /// Writes the seat-type row: created from the event, or updated from it.
-    async fn save_row(&self, event: &SeatCreated) -> Result<()> {
-        let d = &event.details;
-        let row = match self.store.seat_type(event.seat_type_id).await? {
-            Some(mut row) => {
-                row.name.clone_from(&d.name);
-                row.description.clone_from(&d.description);
-                row.price = d.price;
-                row.quantity = d.quantity;
-                row
-            }
-            None => SeatTypeView {
+    async fn seat_created(&self, event: &SeatCreated, metadata: &Metadata) -> Result<()> {
+        // The row first, so that it exists before the AvailableSeatsChanged that follows.
+        if self.store.seat_type(event.seat_type_id).await?.is_none() {
+            let d = &event.details;
+            let row = SeatTypeView {
                 id: event.seat_type_id,
                 conference_id: event.conference_id,
                 name: d.name.clone(),
@@ -324,35 +315,30 @@ where
                 quantity: d.quantity,
                 available_quantity: 0,
                 seats_availability_version: -1,
-            },
-        };
-        self.store.save_seat_types(vec![row]).await
-    }
-
-    async fn seat_created(&self, event: &SeatCreated, metadata: &Metadata) -> Result<()> {
-        // The row first, so that it exists before the AvailableSeatsChanged that follows.
-        if self.store.seat_type(event.seat_type_id).await?.is_none() {
-            self.save_row(event).await?;
+            };
+            self.store.save_seat_types(vec![row]).await?;
         }
         let registration = self.registrations.load(event.seat_type_id).await?;
-        self.register(registration, event, metadata).await
+        let seat = (event.seat_type_id, event.conference_id, event.details.quantity);
+        self.register(registration, seat, metadata).await
     }
 
     async fn seat_updated(&self, event: &SeatUpdated, metadata: &Metadata) -> Result<()> {
         let id = event.seat_type_id;
-        if self.store.seat_type(id).await?.is_none() {
+        let Some(mut row) = self.store.seat_type(id).await? else {
             return Err(DomainError::invalid_state(format!("no seat type view {id}")).into());
-        }
+        };
         let Some(registration) = self.registrations.load(id).await? else {
             return Err(DomainError::invalid_state(format!("seat type {id} was never registered")).into());
         };
-        let as_created = SeatCreated {
-            seat_type_id: id,
-            conference_id: event.conference_id,
-            details: event.details.clone(),
-        };
-        self.save_row(&as_created).await?;
-        self.register(Some(registration), &as_created, metadata).await
+        let d = &event.details;
+        row.name.clone_from(&d.name);
+        row.description.clone_from(&d.description);
+        row.price = d.price;
+        row.quantity = d.quantity;
+        self.store.save_seat_types(vec![row]).await?;
+        let seat = (id, event.conference_id, d.quantity);
+        self.register(Some(registration), seat, metadata).await
     }
 
     async fn availability_changed(&self, metadata: &Metadata, deltas: &[SeatQuantity]) -> Result<()> {
