@@ -45,7 +45,10 @@ impl<K: Eq + Hash, V: Clone> Entries<K, V> {
         Self { map: DashMap::new() }
     }
 
-    fn get(&self, key: &K, now: DateTime<Utc>) -> Option<V> {
+    fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q, now: DateTime<Utc>) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.map.get(key).filter(|e| e.1 > now).map(|e| e.0.clone())
     }
 
@@ -94,7 +97,7 @@ impl<Q: ConferenceQueries> CachedConferenceQueries<Q> {
 impl<Q: ConferenceQueries> ConferenceQueries for CachedConferenceQueries<Q> {
     async fn conference_details(&self, code: &str) -> Result<Option<ConferenceView>> {
         let now = self.clock.now();
-        if let Some(hit) = self.details.get(&code.to_owned(), now) {
+        if let Some(hit) = self.details.get(code, now) {
             return Ok(Some(hit));
         }
         let found = self.inner.conference_details(code).await?;
@@ -109,7 +112,7 @@ impl<Q: ConferenceQueries> ConferenceQueries for CachedConferenceQueries<Q> {
 
     async fn conference_alias(&self, code: &str) -> Result<Option<ConferenceAlias>> {
         let now = self.clock.now();
-        if let Some(hit) = self.aliases.get(&code.to_owned(), now) {
+        if let Some(hit) = self.aliases.get(code, now) {
             return Ok(Some(hit));
         }
         let found = self.inner.conference_alias(code).await?;
