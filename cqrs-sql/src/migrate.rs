@@ -25,6 +25,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../migrations/postgres/0003_checkpoints.sql"),
     },
+    Migration {
+        version: 4,
+        name: "due_messages",
+        sql: include_str!("../migrations/postgres/0004_due_messages.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]
@@ -43,5 +48,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         name: "checkpoints",
         sql: include_str!("../migrations/sqlite/0003_checkpoints.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "due_messages",
+        sql: include_str!("../migrations/sqlite/0004_due_messages.sql"),
     },
 ];
