@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use super::error::fields_of;
 use super::{ApiError, App, LONG_POLL};
+use crate::read_models::models;
 use crate::system::{Backend, checkpoint_name, projection_models};
 
 type Answer<T> = Result<T, ApiError>;
@@ -37,16 +38,16 @@ async fn send<S: Backend>(app: &App<S>, command: impl Command) -> Answer<()> {
 
 /// A published conference in the list.
 #[derive(Debug, Serialize)]
-pub(super) struct ConferenceSummary {
-    code: String,
-    name: String,
-    description: String,
-    location: String,
-    start_date: DateTime<Utc>,
+pub(crate) struct ConferenceSummary {
+    pub(crate) code: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) location: String,
+    pub(crate) start_date: DateTime<Utc>,
 }
 
 /// `GET /api/conferences`.
-pub(super) async fn conferences<S: Backend>(
+pub(crate) async fn conferences<S: Backend>(
     State(app): State<App<S>>,
 ) -> Answer<Json<Vec<ConferenceSummary>>> {
     let published = app.system.conferences.published_conferences().await?;
@@ -65,7 +66,7 @@ pub(super) async fn conferences<S: Backend>(
 }
 
 /// `GET /api/conferences/{code}`.
-pub(super) async fn conference<S: Backend>(
+pub(crate) async fn conference<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer<Json<Value>> {
@@ -96,16 +97,16 @@ pub(super) async fn conference<S: Backend>(
 
 /// One line of an order request.
 #[derive(Debug, Deserialize)]
-pub(super) struct SeatRequest {
-    seat_type_id: Uuid,
-    quantity: i32,
+pub(crate) struct SeatRequest {
+    pub(crate) seat_type_id: Uuid,
+    pub(crate) quantity: i32,
 }
 
 /// `POST /api/conferences/{code}/orders` body.
 #[derive(Debug, Deserialize)]
-pub(super) struct PlaceOrder {
-    order_id: Option<Uuid>,
-    seats: Vec<SeatRequest>,
+pub(crate) struct PlaceOrder {
+    pub(crate) order_id: Option<Uuid>,
+    pub(crate) seats: Vec<SeatRequest>,
 }
 
 /// The version the client waits past: the version of the order before the change it caused.
@@ -118,7 +119,7 @@ async fn order_version<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<i64> 
 
 /// `POST /api/conferences/{code}/orders`: validates, checks the cached availability, sends
 /// `RegisterToConference` (handled in-process) and answers once the order is saved.
-pub(super) async fn place<S: Backend>(
+pub(crate) async fn place<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Json<PlaceOrder>, JsonRejection>,
@@ -210,8 +211,8 @@ pub(super) async fn place<S: Backend>(
 
 /// `?wait_for_version=N`.
 #[derive(Debug, Deserialize)]
-pub(super) struct Wait {
-    wait_for_version: Option<i64>,
+pub(crate) struct Wait {
+    pub(crate) wait_for_version: Option<i64>,
 }
 
 /// The order as the API shows it, from the draft and priced read models.
@@ -222,9 +223,9 @@ struct OrderView {
 
 /// How far the order's read models (draft and priced) have got: the last event of the order's
 /// stream at or below both projections' checkpoints. Each model handles only some of the
-/// order's events, so neither model's own version says this. A long poll asks again on every
-/// commit; the stream is read again only once the projections have passed all of it that is
-/// known, so most wake-ups cost two checkpoint reads.
+/// order's events, so neither model's own version says this. The checkpoints come from what this
+/// process knows of the commits (no query); the stream is read again only once the projections
+/// have passed all of it that is known.
 struct Progress {
     order_id: Uuid,
     /// (version, position) of the order's events read so far.
@@ -239,32 +240,36 @@ impl Progress {
         }
     }
 
-    async fn version<S: Backend>(&mut self, app: &App<S>) -> Answer<i64> {
+    /// The version both models have applied, and whether they have applied every event of
+    /// the order known so far (then only a new event, which writes one of the order's
+    /// documents, can move the version; otherwise a checkpoint's progress can).
+    async fn version<S: Backend>(&mut self, app: &App<S>) -> Answer<(i64, bool)> {
         let documents = &app.system.documents;
         let mut reached = u64::MAX;
-        for projection in ["draft_order", "priced_order"] {
+        for projection in ORDER_PROJECTIONS {
             let models = projection_models(projection)?;
             let name = checkpoint_name(projection, documents.generation(models[0]));
-            reached = reached.min(documents.checkpoint(&name).await?.unwrap_or(0));
+            reached = reached.min(documents.known_checkpoint(&name).await?.unwrap_or(0));
         }
-        if self
-            .events
-            .last()
-            .is_none_or(|&(_, position)| position <= reached)
-        {
+        let passed = |events: &[(i64, u64)]| events.last().is_none_or(|&(_, position)| position <= reached);
+        if passed(&self.events) {
             let stream = StreamId::for_aggregate(Order::TYPE, self.order_id);
             let from = self.events.last().map_or(0, |&(version, _)| version + 1);
             let tail = EventReader::load(&app.system.store, &stream, from).await?;
             self.events.extend(tail.iter().map(|e| (e.version, e.position)));
         }
-        Ok(self
+        let version = self
             .events
             .iter()
             .take_while(|&&(_, position)| position <= reached)
             .last()
-            .map_or(-1, |&(version, _)| version))
+            .map_or(-1, |&(version, _)| version);
+        Ok((version, passed(&self.events)))
     }
 }
+
+/// The projections whose models an order's view shows.
+const ORDER_PROJECTIONS: [&str; 2] = ["draft_order", "priced_order"];
 
 async fn order_view<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<Option<OrderView>> {
     let documents = &app.system.documents;
@@ -295,26 +300,36 @@ fn state_name(view: &OrderView, now: DateTime<Utc>) -> &'static str {
 
 /// `GET /api/orders/{order_id}?wait_for_version=N`: waits (at most 5 s) for the order's read
 /// model to pass version N, woken by the projections' commits.
-pub(super) async fn order<S: Backend>(
+pub(crate) async fn order<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
     query: Result<Query<Wait>, QueryRejection>,
 ) -> Answer<Json<Value>> {
     let Path(order_id) = path?;
     let Query(wait) = query?;
-    let mut commits = app.system.documents.commits();
+    let documents = &app.system.documents;
+    let mut commits = documents.commits();
+    let mut order_documents = documents.watch(
+        &[models::DRAFT_ORDER, models::PRICED_ORDER],
+        &order_id.to_string(),
+    );
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     let mut progress = Progress::new(order_id);
     let (view, version) = loop {
         commits.borrow_and_update();
-        let version = progress.version(&app).await?;
+        order_documents.mark_seen();
+        let (version, caught_up) = progress.version(&app).await?;
         if wait.wait_for_version.is_none_or(|after| version > after) {
             break (order_view(&app, order_id).await?, version);
         }
-        if tokio::time::timeout_at(deadline, commits.changed())
-            .await
-            .is_err()
-        {
+        // Caught up, only the order's next event can help, and it writes one of its
+        // documents; otherwise wait for the projections' progress.
+        let woken = if caught_up {
+            tokio::time::timeout_at(deadline, order_documents.changed()).await
+        } else {
+            tokio::time::timeout_at(deadline, async { drop(commits.changed().await) }).await
+        };
+        if woken.is_err() {
             break (order_view(&app, order_id).await?, version);
         }
     };
@@ -369,14 +384,14 @@ pub(super) async fn order<S: Backend>(
 
 /// `PUT /api/orders/{order_id}/registrant` body.
 #[derive(Debug, Deserialize)]
-pub(super) struct Registrant {
-    first_name: String,
-    last_name: String,
-    email: String,
+pub(crate) struct Registrant {
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
+    pub(crate) email: String,
 }
 
 /// `PUT /api/orders/{order_id}/registrant`.
-pub(super) async fn registrant<S: Backend>(
+pub(crate) async fn registrant<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
     body: Result<Json<Registrant>, JsonRejection>,
@@ -398,7 +413,7 @@ pub(super) async fn registrant<S: Backend>(
 }
 
 /// `POST /api/orders/{order_id}/payment`: confirms a free order, or starts a payment.
-pub(super) async fn pay<S: Backend>(
+pub(crate) async fn pay<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Answer<(StatusCode, Json<Value>)> {
@@ -458,7 +473,7 @@ async fn answer_payment<S: Backend, C: Command>(
 }
 
 /// `POST /api/payments/{payment_id}/accept`: the processor took the money.
-pub(super) async fn accept_payment<S: Backend>(
+pub(crate) async fn accept_payment<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Answer<StatusCode> {
@@ -466,7 +481,7 @@ pub(super) async fn accept_payment<S: Backend>(
 }
 
 /// `POST /api/payments/{payment_id}/reject`: the processor refused.
-pub(super) async fn reject_payment<S: Backend>(
+pub(crate) async fn reject_payment<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Answer<StatusCode> {
@@ -475,13 +490,13 @@ pub(super) async fn reject_payment<S: Backend>(
 
 /// `POST /api/orders/locate` body.
 #[derive(Debug, Deserialize)]
-pub(super) struct Locate {
-    email: String,
-    access_code: String,
+pub(crate) struct Locate {
+    pub(crate) email: String,
+    pub(crate) access_code: String,
 }
 
 /// `POST /api/orders/locate`: email + access code → order id.
-pub(super) async fn locate<S: Backend>(
+pub(crate) async fn locate<S: Backend>(
     State(app): State<App<S>>,
     body: Result<Json<Locate>, JsonRejection>,
 ) -> Answer<Json<Value>> {
@@ -506,7 +521,7 @@ async fn assignments_of<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<Uuid
 }
 
 /// `GET /api/orders/{order_id}/seats`.
-pub(super) async fn seats<S: Backend>(
+pub(crate) async fn seats<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
 ) -> Answer<Json<Value>> {
@@ -534,10 +549,10 @@ pub(super) async fn seats<S: Backend>(
 
 /// `PUT /api/orders/{order_id}/seats/{position}` body.
 #[derive(Debug, Deserialize)]
-pub(super) struct Attendee {
-    first_name: String,
-    last_name: String,
-    email: String,
+pub(crate) struct Attendee {
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
+    pub(crate) email: String,
 }
 
 /// Checks that `position` is a seat of the order; returns its seat-assignments id.
@@ -553,7 +568,7 @@ async fn seat_of<S: Backend>(app: &App<S>, order_id: Uuid, position: i32) -> Ans
 }
 
 /// `PUT /api/orders/{order_id}/seats/{position}`: assigns the seat to an attendee.
-pub(super) async fn assign_seat<S: Backend>(
+pub(crate) async fn assign_seat<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<(Uuid, i32)>, PathRejection>,
     body: Result<Json<Attendee>, JsonRejection>,
@@ -586,7 +601,7 @@ pub(super) async fn assign_seat<S: Backend>(
 }
 
 /// `DELETE /api/orders/{order_id}/seats/{position}`: frees the seat.
-pub(super) async fn unassign_seat<S: Backend>(
+pub(crate) async fn unassign_seat<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<(Uuid, i32)>, PathRejection>,
 ) -> Answer<StatusCode> {

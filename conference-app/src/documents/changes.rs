@@ -1,0 +1,223 @@
+//! What this process knows of the read models' commits, so that waiting requests wake only when
+//! something they wait for may have changed, and learn projections' progress without a query.
+//!
+//! A long poll for one order used to wake on every commit of every projection and read two
+//! checkpoints from the database each time: with 64 waiting registrants that was thousands of
+//! queries a second, all for nothing. Now:
+//! - checkpoints are remembered as commits report them (read once from the database when this
+//!   process has not seen them yet);
+//! - a waiter watches the documents it shows, and a commit wakes only the waiters of the
+//!   documents it wrote;
+//! - a commit in another process (PostgreSQL's `NOTIFY`) names its checkpoint, and wakes every
+//!   waiter, since it does not list its documents.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+/// The commits seen by this process: a counter, the checkpoints, and the watched documents.
+#[derive(Debug)]
+pub(super) struct Changes {
+    /// Bumped on every commit, of this process or (on PostgreSQL) of another.
+    commits: watch::Sender<u64>,
+    /// Checkpoint name → the highest position known to have committed.
+    checkpoints: RwLock<HashMap<String, u64>>,
+    /// `"<model>/<key>"` → a counter bumped when a commit writes that document.
+    watched: DashMap<String, watch::Sender<u64>>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            commits: watch::channel(0).0,
+            checkpoints: RwLock::default(),
+            watched: DashMap::new(),
+        }
+    }
+}
+
+/// The watch key of a document; `model` may name a generation (`model@n`): waiters watch the
+/// model, whichever generation serves.
+fn watch_key(model: &str, key: &str) -> String {
+    let model = model.split_once('@').map_or(model, |(logical, _)| logical);
+    format!("{model}/{key}")
+}
+
+impl Changes {
+    pub(super) fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    pub(super) fn checkpoint(&self, name: &str) -> Option<u64> {
+        self.checkpoints
+            .read()
+            .expect("the checkpoints lock is never poisoned")
+            .get(name)
+            .copied()
+    }
+
+    /// Remembers that checkpoint `name` reached `position` (positions only move forward).
+    pub(super) fn checkpoint_reached(&self, name: &str, position: u64) {
+        let mut checkpoints = self
+            .checkpoints
+            .write()
+            .expect("the checkpoints lock is never poisoned");
+        let known = checkpoints.entry(name.to_owned()).or_insert(position);
+        *known = (*known).max(position);
+    }
+
+    /// A commit of this process: its checkpoint, then the waiters of the documents it wrote,
+    /// then everyone on the commit counter.
+    pub(super) fn committed<'a>(
+        &self,
+        checkpoint: Option<(&str, u64)>,
+        documents: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        if let Some((name, position)) = checkpoint {
+            self.checkpoint_reached(name, position);
+        }
+        if !self.watched.is_empty() {
+            for (model, key) in documents {
+                if let Some(waiters) = self.watched.get(&watch_key(model, key)) {
+                    waiters.send_modify(|n| *n += 1);
+                }
+            }
+        }
+        self.commits.send_modify(|n| *n += 1);
+    }
+
+    /// A commit of another process, which names its checkpoint but not its documents: every
+    /// waiter wakes.
+    pub(super) fn committed_elsewhere(&self, checkpoint: Option<(&str, u64)>) {
+        if let Some((name, position)) = checkpoint {
+            self.checkpoint_reached(name, position);
+        }
+        self.wake_all();
+    }
+
+    /// What was known may be stale (notifications were lost, a generation switched): forget
+    /// the checkpoints, so they are read again, and wake every waiter.
+    pub(super) fn forget(&self) {
+        self.checkpoints
+            .write()
+            .expect("the checkpoints lock is never poisoned")
+            .clear();
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        for waiters in &self.watched {
+            waiters.send_modify(|n| *n += 1);
+        }
+        self.commits.send_modify(|n| *n += 1);
+    }
+
+    /// Starts watching the documents `key` of each of `models`.
+    pub(super) fn watch(self: &Arc<Self>, models: &[&str], key: &str) -> DocumentWatch {
+        let receivers = models
+            .iter()
+            .map(|model| {
+                let name = watch_key(model, key);
+                let receiver = self
+                    .watched
+                    .entry(name.clone())
+                    .or_insert_with(|| watch::channel(0).0)
+                    .subscribe();
+                (name, receiver)
+            })
+            .collect();
+        DocumentWatch {
+            changes: Arc::clone(self),
+            receivers,
+        }
+    }
+}
+
+/// Documents watched by one waiter; dropping it stops the watch.
+#[derive(Debug)]
+pub struct DocumentWatch {
+    changes: Arc<Changes>,
+    receivers: Vec<(String, watch::Receiver<u64>)>,
+}
+
+impl DocumentWatch {
+    /// Marks every change so far as seen.
+    pub fn mark_seen(&mut self) {
+        for (_, receiver) in &mut self.receivers {
+            receiver.borrow_and_update();
+        }
+    }
+
+    /// Resolves when a commit wrote one of the watched documents (or may have) since the
+    /// last [`mark_seen`](Self::mark_seen).
+    pub async fn changed(&mut self) {
+        let changes = self
+            .receivers
+            .iter_mut()
+            .map(|(_, receiver)| Box::pin(receiver.changed()));
+        // The senders live in the map as long as this watch does, so `changed` never fails.
+        let _ = futures::future::select_all(changes).await;
+    }
+}
+
+impl Drop for DocumentWatch {
+    fn drop(&mut self) {
+        for (name, receiver) in self.receivers.drain(..) {
+            drop(receiver);
+            self.changes
+                .watched
+                .remove_if(&name, |_, sender| sender.receiver_count() == 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_commit_wakes_the_waiters_of_what_it_wrote_and_no_others() {
+        let changes = Arc::new(Changes::default());
+        let mut mine = changes.watch(&["draft_order", "priced_order"], "a");
+        let mut other = changes.watch(&["draft_order"], "b");
+        mine.mark_seen();
+        other.mark_seen();
+        changes.committed(Some(("draft_order@2", 7)), [("priced_order@2", "a")]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), mine.changed())
+            .await
+            .expect("the waiter of the written document wakes");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), other.changed())
+                .await
+                .is_err(),
+            "a waiter of another document sleeps on"
+        );
+        assert_eq!(changes.checkpoint("draft_order@2"), Some(7));
+        changes.checkpoint_reached("draft_order@2", 3);
+        assert_eq!(
+            changes.checkpoint("draft_order@2"),
+            Some(7),
+            "checkpoints never go back"
+        );
+
+        changes.committed_elsewhere(Some(("priced_order", 9)));
+        tokio::time::timeout(std::time::Duration::from_secs(1), other.changed())
+            .await
+            .expect("another process's commit wakes every waiter");
+        changes.forget();
+        assert_eq!(changes.checkpoint("priced_order"), None);
+    }
+
+    #[test]
+    fn a_dropped_watch_leaves_nothing_behind_but_a_shared_one_stays() {
+        let changes = Arc::new(Changes::default());
+        let first = changes.watch(&["draft_order"], "a");
+        let second = changes.watch(&["draft_order"], "a");
+        drop(first);
+        assert_eq!(changes.watched.len(), 1, "the second waiter still watches");
+        drop(second);
+        assert!(changes.watched.is_empty());
+    }
+}

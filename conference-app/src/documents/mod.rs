@@ -1,0 +1,700 @@
+//! The read models' storage: JSON documents keyed by (model, key) with two optional index
+//! columns, on SQLite (a file of its own beside the event store, so projections never contend
+//! with appends for SQLite's write lock) or PostgreSQL (the event store's database).
+//!
+//! A projection writes through a [`UnitOfWork`]: its writes stay in memory, visible to its own
+//! reads, until the projection saves its checkpoint; then the writes and the checkpoint commit
+//! in one transaction. An event is therefore applied exactly once, whatever the point of a
+//! crash (`DESIGN.md` guarantee 3). Every commit tells the waiting requests of this process
+//! what it wrote and where its checkpoint got to (see [`changes`]); on PostgreSQL a commit is
+//! also announced with `NOTIFY`, so the long polls of a `web` process wake when a `worker`
+//! process commits.
+
+mod changes;
+
+pub use changes::DocumentWatch;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cqrs_core::{CheckpointStore, Envelope, Error, ExpectedVersion, MessageHandler, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::Row as _;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::watch;
+
+use changes::Changes;
+
+/// The database of the read models.
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool `$db` holds: the same SQL text serves both
+/// dialects (`$n` placeholders, standard upserts).
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+const SCHEMA: [&str; 5] = [
+    "CREATE TABLE IF NOT EXISTS rm_documents (
+        model TEXT NOT NULL,
+        key TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        ix1 TEXT,
+        ix2 TEXT,
+        PRIMARY KEY (model, key))",
+    "CREATE INDEX IF NOT EXISTS rm_documents_ix1 ON rm_documents (model, ix1)",
+    "CREATE INDEX IF NOT EXISTS rm_documents_ix2 ON rm_documents (model, ix2)",
+    "CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rm_generations (model TEXT PRIMARY KEY, generation BIGINT NOT NULL)",
+];
+
+const GET: &str = "SELECT doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND key = $2";
+const FIND_IX1: &str =
+    "SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND ix1 = $2 ORDER BY key";
+const FIND_IX2: &str =
+    "SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND ix2 = $2 ORDER BY key";
+const PUT: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
+const DELETE: &str = "DELETE FROM rm_documents WHERE model = $1 AND key = $2";
+/// The channel on which PostgreSQL commits are announced to every process (payload: the schema,
+/// then, for a projection's commit, its checkpoint's name and position, each on a line).
+const COMMITS_CHANNEL: &str = "conference_read_models";
+const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
+const LOAD_GENERATIONS: &str = "SELECT model, generation FROM rm_generations";
+const SET_GENERATION: &str = "INSERT INTO rm_generations (model, generation) VALUES ($1, $2)
+    ON CONFLICT (model) DO UPDATE SET generation = excluded.generation";
+const DROP_MODEL: &str = "DELETE FROM rm_documents WHERE model = $1";
+const DROP_CHECKPOINT: &str = "DELETE FROM rm_checkpoints WHERE name = $1";
+const DUMP: &str = "SELECT key, doc FROM rm_documents WHERE model = $1 ORDER BY key";
+const LOAD_CHECKPOINT: &str = "SELECT position FROM rm_checkpoints WHERE name = $1";
+const INSERT_CHECKPOINT: &str = "INSERT INTO rm_checkpoints (name, position) VALUES ($1, $2)
+    ON CONFLICT (name) DO NOTHING";
+const ADVANCE_CHECKPOINT: &str = "UPDATE rm_checkpoints SET position = $2 WHERE name = $1 AND position = $3";
+
+/// Which index column a lookup uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    /// The first index column.
+    One,
+    /// The second index column.
+    Two,
+}
+
+/// A document as stored: its JSON and its index values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    doc: String,
+    ix1: Option<String>,
+    ix2: Option<String>,
+}
+
+impl Row {
+    /// A row for `doc` with its index values.
+    ///
+    /// # Errors
+    /// When `doc` does not serialize.
+    pub fn new(doc: &impl Serialize, ix1: Option<String>, ix2: Option<String>) -> Result<Self> {
+        Ok(Self {
+            doc: serde_json::to_string(doc).map_err(Error::permanent)?,
+            ix1,
+            ix2,
+        })
+    }
+
+    fn index(&self, index: Index) -> Option<&str> {
+        match index {
+            Index::One => self.ix1.as_deref(),
+            Index::Two => self.ix2.as_deref(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.doc).map_err(Error::permanent)
+    }
+}
+
+/// Writes not committed yet: `None` deletes.
+type Writes = HashMap<(String, String), Option<Row>>;
+
+/// The writes of a projection between two checkpoints.
+#[derive(Debug, Default)]
+struct Overlay {
+    /// Writes of events handled since the last checkpoint.
+    committed: Writes,
+    /// Writes of the event being handled.
+    current: Writes,
+}
+
+impl Overlay {
+    fn get(&self, id: &(String, String)) -> Option<&Option<Row>> {
+        self.current.get(id).or_else(|| self.committed.get(id))
+    }
+}
+
+/// The read models' documents.
+///
+/// Each model has a *generation*: a rebuild writes a new generation beside the one that serves,
+/// then switches every process to it (see [`switch_generation`](Self::switch_generation)).
+/// Generation 0 is stored under the model's name, generation `n` under `<model>@<n>`.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    db: Db,
+    changes: Arc<Changes>,
+    overlay: Option<Arc<Mutex<Overlay>>>,
+    /// Model → the generation that serves, shared by the clones in this process.
+    generations: Arc<RwLock<HashMap<String, i64>>>,
+    /// Generations fixed for this handle (a rebuild writing a new generation).
+    pinned: Option<Arc<HashMap<String, i64>>>,
+    /// On PostgreSQL, the schema whose commits are announced to the other processes.
+    announce: Option<Arc<str>>,
+}
+
+/// The name a model's generation is stored under.
+pub fn physical_name(model: &str, generation: i64) -> String {
+    if generation == 0 {
+        model.to_owned()
+    } else {
+        format!("{model}@{generation}")
+    }
+}
+
+fn db_error(error: sqlx::Error) -> Error {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Error::transient(error),
+        sqlx::Error::Database(e) if e.message().contains("locked") || e.message().contains("busy") => {
+            Error::transient(e.message().to_owned())
+        }
+        other => Error::permanent(other),
+    }
+}
+
+impl Documents {
+    /// The documents in the SQLite file `path`, created if missing.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or the tables created.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(Error::permanent)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        Self::create(Db::Sqlite(pool)).await
+    }
+
+    /// The documents in the PostgreSQL database at `url`, in `schema`.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or the tables created.
+    pub async fn connect_postgres(url: &str, schema: &str) -> Result<Self> {
+        let search_path = format!("SET search_path TO \"{}\"", schema.replace('"', ""));
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(search_path)).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(db_error)?;
+        let mut documents = Self::create(Db::Postgres(pool.clone())).await?;
+        documents.announce = Some(schema.into());
+        // Commits of the projections of other processes wake this process's long polls.
+        let mut listener = PgListener::connect_with(&pool).await.map_err(db_error)?;
+        listener.listen(COMMITS_CHANNEL).await.map_err(db_error)?;
+        let (changes, schema) = (documents.changes.clone(), schema.to_owned());
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) => {
+                        let mut lines = notification.payload().lines();
+                        if lines.next() != Some(schema.as_str()) {
+                            continue;
+                        }
+                        let checkpoint = match (lines.next(), lines.next().map(str::parse::<u64>)) {
+                            (Some(name), Some(Ok(position))) => Some((name, position)),
+                            _ => None,
+                        };
+                        changes.committed_elsewhere(checkpoint);
+                    }
+                    Err(error) => {
+                        // Commits may have gone unannounced meanwhile.
+                        changes.forget();
+                        tracing::warn!(%error, "LISTEN connection for read-model commits lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(documents)
+    }
+
+    async fn create(db: Db) -> Result<Self> {
+        for statement in SCHEMA {
+            on_pool!(&db, pool => {
+                sqlx::query(statement).execute(pool).await.map_err(db_error)?;
+            });
+        }
+        let documents = Self {
+            db,
+            changes: Arc::default(),
+            overlay: None,
+            generations: Arc::new(RwLock::new(HashMap::new())),
+            pinned: None,
+            announce: None,
+        };
+        documents.refresh_generations().await?;
+        Ok(documents)
+    }
+
+    /// The generation of `model` that this handle reads and writes.
+    pub fn generation(&self, model: &str) -> i64 {
+        if let Some(generation) = self.pinned.as_ref().and_then(|p| p.get(model)) {
+            return *generation;
+        }
+        let generations = self
+            .generations
+            .read()
+            .expect("the generations lock is never poisoned");
+        generations.get(model).copied().unwrap_or(0)
+    }
+
+    fn physical(&self, model: &str) -> String {
+        physical_name(model, self.generation(model))
+    }
+
+    /// Reads which generation of each model serves (other processes may have switched).
+    /// Returns whether anything changed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn refresh_generations(&self) -> Result<bool> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.db, pool => sqlx::query_as(LOAD_GENERATIONS)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?);
+        let fresh: HashMap<String, i64> = rows.into_iter().collect();
+        let mut generations = self
+            .generations
+            .write()
+            .expect("the generations lock is never poisoned");
+        let changed = *generations != fresh;
+        *generations = fresh;
+        drop(generations);
+        if changed {
+            // Waiters read other checkpoints now.
+            self.changes.forget();
+        }
+        Ok(changed)
+    }
+
+    /// A handle that reads and writes the given generations of these models, whatever serves.
+    pub fn pinned(&self, generations: impl IntoIterator<Item = (String, i64)>) -> Self {
+        Self {
+            pinned: Some(Arc::new(generations.into_iter().collect())),
+            overlay: None,
+            ..self.clone()
+        }
+    }
+
+    /// Makes `generation` of `models` the one that serves, in one transaction. This process
+    /// switches at once; the others at their next [`refresh_generations`](Self::refresh_generations).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn switch_generation(&self, models: &[&str], generation: i64) -> Result<()> {
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            for model in models {
+                sqlx::query(SET_GENERATION)
+                    .bind(*model)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+        });
+        let mut generations = self
+            .generations
+            .write()
+            .expect("the generations lock is never poisoned");
+        for model in models {
+            generations.insert((*model).to_owned(), generation);
+        }
+        drop(generations);
+        self.changes.forget();
+        Ok(())
+    }
+
+    /// Deletes every document of one generation of `model`; returns how many.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn drop_generation(&self, model: &str, generation: i64) -> Result<u64> {
+        let name = physical_name(model, generation);
+        Ok(on_pool!(&self.db, pool => sqlx::query(DROP_MODEL)
+            .bind(name)
+            .execute(pool)
+            .await
+            .map_err(db_error)?
+            .rows_affected()))
+    }
+
+    /// Forgets the checkpoint `name`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn drop_checkpoint(&self, name: &str) -> Result<()> {
+        on_pool!(&self.db, pool => {
+            sqlx::query(DROP_CHECKPOINT).bind(name).execute(pool).await.map_err(db_error)?;
+        });
+        Ok(())
+    }
+
+    /// Every document of `model` (the generation this handle reads), as `(key, JSON)`, in key
+    /// order: for comparing generations.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn dump(&self, model: &str) -> Result<Vec<(String, String)>> {
+        let name = self.physical(model);
+        Ok(on_pool!(&self.db, pool => sqlx::query_as(DUMP)
+            .bind(name)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?))
+    }
+
+    /// A handle that buffers its writes until [`CheckpointStore::save_checkpoint`]: what a
+    /// projection writes through. Reads see the buffered writes.
+    pub fn unit_of_work(&self) -> UnitOfWork {
+        UnitOfWork {
+            documents: Self {
+                overlay: Some(Arc::new(Mutex::new(Overlay::default()))),
+                ..self.clone()
+            },
+            read: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A receiver that changes whenever a projection commits.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.changes.commits()
+    }
+
+    /// Watches the document `key` of each of `models`: the watch changes when a commit writes
+    /// one of them (a generation's commit counts for its model).
+    pub fn watch(&self, models: &[&str], key: &str) -> DocumentWatch {
+        self.changes.watch(models, key)
+    }
+
+    fn overlay(&self) -> Option<std::sync::MutexGuard<'_, Overlay>> {
+        self.overlay
+            .as_ref()
+            .map(|o| o.lock().expect("the overlay lock is never poisoned"))
+    }
+
+    /// The document `key` of `model`.
+    ///
+    /// # Errors
+    /// Database failures; a document that does not decode.
+    pub async fn get<T: DeserializeOwned>(&self, model: &str, key: &str) -> Result<Option<T>> {
+        let model = self.physical(model);
+        let id = (model.clone(), key.to_owned());
+        if let Some(pending) = self.overlay().and_then(|o| o.get(&id).cloned()) {
+            return pending.map(|row| row.decode()).transpose();
+        }
+        let row = on_pool!(&self.db, pool => sqlx::query(GET)
+            .bind(&model)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?
+            .map(|r| Row { doc: r.get(0), ix1: r.get(1), ix2: r.get(2) }));
+        row.map(|row| row.decode()).transpose()
+    }
+
+    /// The documents of `model` whose `index` column is `value`, in key order.
+    ///
+    /// # Errors
+    /// Database failures; a document that does not decode.
+    pub async fn find<T: DeserializeOwned>(&self, model: &str, index: Index, value: &str) -> Result<Vec<T>> {
+        let model = self.physical(model);
+        let sql = match index {
+            Index::One => FIND_IX1,
+            Index::Two => FIND_IX2,
+        };
+        let stored: Vec<(String, Row)> = on_pool!(&self.db, pool => sqlx::query(sql)
+            .bind(&model)
+            .bind(value)
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|r| (r.get(0), Row { doc: r.get(1), ix1: r.get(2), ix2: r.get(3) }))
+            .collect());
+        let mut rows: std::collections::BTreeMap<String, Row> = stored.into_iter().collect();
+        if let Some(overlay) = self.overlay() {
+            for writes in [&overlay.committed, &overlay.current] {
+                for ((m, key), row) in writes {
+                    if *m != model {
+                        continue;
+                    }
+                    match row {
+                        Some(row) if row.index(index) == Some(value) => {
+                            rows.insert(key.clone(), row.clone());
+                        }
+                        _ => {
+                            rows.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+        rows.values().map(Row::decode).collect()
+    }
+
+    /// Writes the document `key` of `model`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn put(&self, model: &str, key: &str, row: Row) -> Result<()> {
+        self.write(model, key, Some(row)).await
+    }
+
+    /// Deletes the document `key` of `model` (absent is fine).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn delete(&self, model: &str, key: &str) -> Result<()> {
+        self.write(model, key, None).await
+    }
+
+    async fn write(&self, model: &str, key: &str, row: Option<Row>) -> Result<()> {
+        let model = self.physical(model);
+        let model = model.as_str();
+        if let Some(mut overlay) = self.overlay() {
+            overlay.current.insert((model.to_owned(), key.to_owned()), row);
+            return Ok(());
+        }
+        let writes = Writes::from([((model.to_owned(), key.to_owned()), row)]);
+        self.commit(&writes, None).await
+    }
+
+    /// Applies `writes`, and moves a checkpoint from where it was read to a new position, in
+    /// one transaction; then tells the waiters. When another process moved the checkpoint
+    /// first, nothing is written and the answer is a conflict.
+    async fn commit(&self, writes: &Writes, checkpoint: Option<Checkpoint<'_>>) -> Result<()> {
+        on_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            for ((model, key), row) in writes {
+                let query = match row {
+                    Some(row) => sqlx::query(PUT)
+                        .bind(model)
+                        .bind(key)
+                        .bind(&row.doc)
+                        .bind(&row.ix1)
+                        .bind(&row.ix2),
+                    None => sqlx::query(DELETE).bind(model).bind(key),
+                };
+                query.execute(&mut *tx).await.map_err(db_error)?;
+            }
+            if let Some(checkpoint) = &checkpoint {
+                let position = i64::try_from(checkpoint.position).map_err(Error::permanent)?;
+                let moved = match checkpoint.read {
+                    None => sqlx::query(INSERT_CHECKPOINT).bind(checkpoint.name).bind(position),
+                    Some(read) => sqlx::query(ADVANCE_CHECKPOINT)
+                        .bind(checkpoint.name)
+                        .bind(position)
+                        .bind(i64::try_from(read).map_err(Error::permanent)?),
+                }
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+                if moved != 1 {
+                    return Err(Error::Conflict {
+                        stream: format!("checkpoint {}", checkpoint.name),
+                        expected: ExpectedVersion::Exact(checkpoint.read.map_or(-1, |r| r as i64)),
+                        actual: -1,
+                    });
+                }
+            }
+            if let Some(schema) = &self.announce {
+                let payload = match &checkpoint {
+                    Some(c) => format!("{schema}\n{}\n{}", c.name, c.position),
+                    None => schema.to_string(),
+                };
+                sqlx::query(NOTIFY_COMMIT)
+                    .bind(COMMITS_CHANNEL)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+        });
+        self.changes.committed(
+            checkpoint.map(|c| (c.name, c.position)),
+            writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
+        );
+        Ok(())
+    }
+
+    /// Where projection `name`'s checkpoint is known to be: as this process's commits (and, on
+    /// PostgreSQL, the other processes' announcements) reported it, read from the database only
+    /// when none has been reported yet. It may lag the database but never passes it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn known_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        if let Some(position) = self.changes.checkpoint(name) {
+            return Ok(Some(position));
+        }
+        let position = self.checkpoint(name).await?;
+        if let Some(position) = position {
+            self.changes.checkpoint_reached(name, position);
+        }
+        Ok(position)
+    }
+
+    /// The checkpoint of projection `name`, as the database has it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        let position: Option<i64> = on_pool!(&self.db, pool => sqlx::query_scalar(LOAD_CHECKPOINT)
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_error)?);
+        position
+            .map(|p| u64::try_from(p).map_err(Error::permanent))
+            .transpose()
+    }
+}
+
+/// A checkpoint to move: from the position read (`None`: no checkpoint yet) to `position`.
+#[derive(Debug, Clone, Copy)]
+struct Checkpoint<'a> {
+    name: &'a str,
+    read: Option<u64>,
+    position: u64,
+}
+
+/// A projection's handle on the documents: writes wait for the checkpoint, which moves only
+/// from where this projection read it, so two processes running one projection never both
+/// apply an event (the second one's commit is refused and it starts again from the first's
+/// checkpoint).
+#[derive(Debug, Clone)]
+pub struct UnitOfWork {
+    documents: Documents,
+    read: Arc<Mutex<Option<u64>>>,
+}
+
+impl UnitOfWork {
+    /// The documents, reading through the pending writes.
+    pub fn documents(&self) -> &Documents {
+        &self.documents
+    }
+
+    fn overlay(&self) -> std::sync::MutexGuard<'_, Overlay> {
+        self.documents.overlay().expect("a unit of work has an overlay")
+    }
+
+    /// Wraps `handler` so that the writes of an event that fails are dropped, and those of an
+    /// event that succeeds wait for the checkpoint.
+    pub fn wrap<H: MessageHandler>(&self, handler: H) -> PerEvent<H> {
+        PerEvent {
+            unit: self.clone(),
+            handler,
+        }
+    }
+}
+
+impl UnitOfWork {
+    fn read_position(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.read.lock().expect("the checkpoint lock is never poisoned")
+    }
+}
+
+impl CheckpointStore for UnitOfWork {
+    /// Reads the checkpoint and starts afresh from it: writes not committed are dropped.
+    async fn load_checkpoint(&self, subscription: &str) -> Result<Option<u64>> {
+        let position = self.documents.checkpoint(subscription).await?;
+        *self.read_position() = position;
+        *self.overlay() = Overlay::default();
+        Ok(position)
+    }
+
+    async fn save_checkpoint(&self, subscription: &str, position: u64) -> Result<()> {
+        let writes = std::mem::take(&mut self.overlay().committed);
+        let read = *self.read_position();
+        let checkpoint = Checkpoint {
+            name: subscription,
+            read,
+            position,
+        };
+        match self.documents.commit(&writes, Some(checkpoint)).await {
+            Ok(()) => {
+                *self.read_position() = Some(position);
+                Ok(())
+            }
+            Err(error) if error.is_conflict() => Err(error),
+            Err(error) => {
+                // Keep the writes: the next checkpoint commits them.
+                let mut overlay = self.overlay();
+                for (id, row) in writes {
+                    overlay.committed.entry(id).or_insert(row);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// A handler whose writes count only if it succeeds (see [`UnitOfWork::wrap`]).
+#[derive(Debug)]
+pub struct PerEvent<H> {
+    unit: UnitOfWork,
+    handler: H,
+}
+
+impl<H: MessageHandler> MessageHandler for PerEvent<H> {
+    async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        self.unit.overlay().current.clear();
+        let result = self.handler.handle(envelope).await;
+        let mut overlay = self.unit.overlay();
+        let current = std::mem::take(&mut overlay.current);
+        if result.is_ok() {
+            overlay.committed.extend(current);
+        }
+        result
+    }
+}
