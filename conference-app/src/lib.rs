@@ -7,7 +7,8 @@
 //!
 //! - [`system`]: the whole system over one backend — the local-first command bus, the command
 //!   queue, the event subscriptions, the publisher, the relay and the read-model projections;
-//! - [`api`]: the JSON API, an axum router built from a [`System`](system::System);
+//! - [`api`]: the JSON API, an axum router built from a [`System`](system::System), with
+//!   the [`web`] site's pages on the same router;
 //! - [`documents`]: the read models' storage, with a unit of work that commits a projection's
 //!   rows together with its checkpoint;
 //! - [`read_models`]: the domain's read-model store traits on those documents;
@@ -44,3 +45,4 @@ pub mod load;
 pub mod read_models;
 pub mod rebuild;
 pub mod system;
+pub mod web;

@@ -20,26 +20,40 @@ type Answer<T> = Result<T, ApiError>;
 
 /// `POST /api/admin/conferences` body.
 #[derive(Debug, Deserialize)]
-pub(super) struct NewConference {
-    code: String,
-    name: String,
-    description: String,
-    location: String,
-    tagline: Option<String>,
-    start_date: DateTime<Utc>,
-    end_date: DateTime<Utc>,
-    owner_name: String,
-    owner_email: String,
+pub(crate) struct NewConference {
+    pub(crate) code: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) location: String,
+    pub(crate) tagline: Option<String>,
+    pub(crate) start_date: DateTime<Utc>,
+    pub(crate) end_date: DateTime<Utc>,
+    pub(crate) owner_name: String,
+    pub(crate) owner_email: String,
 }
 
 /// `POST /api/admin/conferences`: creates an unpublished conference.
-pub(super) async fn create_conference<S: Backend>(
+pub(crate) async fn create_conference<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     body: Result<Json<NewConference>, JsonRejection>,
 ) -> Answer<(StatusCode, Json<Value>)> {
     app.authorize(&headers)?;
     let Json(form) = body?;
+    let details = checked_details(form)?;
+    let conference = app.system.management.create(details).await?;
+    let code = conference.details().map(|d| d.slug.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": conference.id(), "code": code })),
+    ))
+}
+
+/// The conference's details from the form, validated (every field at fault reported).
+///
+/// # Errors
+/// 422 with the message of each field at fault.
+pub(crate) fn checked_details(form: NewConference) -> Answer<ConferenceDetails> {
     let details = ConferenceDetails {
         name: form.name.trim().to_owned(),
         description: form.description.trim().to_owned(),
@@ -57,12 +71,7 @@ pub(super) async fn create_conference<S: Backend>(
     details
         .validate()
         .map_err(|errors| fields_of(errors.into_iter().map(|e| rename(e, "slug", "code")).collect()))?;
-    let conference = app.system.management.create(details).await?;
-    let code = conference.details().map(|d| d.slug.clone());
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": conference.id(), "code": code })),
-    ))
+    Ok(details)
 }
 
 /// The API calls the slug `code`.
@@ -83,13 +92,45 @@ async fn conference<S: Backend>(app: &App<S>, code: &str) -> Answer<Conference> 
         .ok_or_else(|| ApiError::not_found(format!("No conference `{code}`.")))
 }
 
+/// `GET /api/admin/conferences/{code}`: the conference as its organizer sees it, published
+/// or not, with every seat type.
+pub(crate) async fn conference_details<S: Backend>(
+    State(app): State<App<S>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Answer<Json<Value>> {
+    app.authorize(&headers)?;
+    let Path(code) = path?;
+    let conference = conference(&app, &code).await?;
+    let details = conference
+        .details()
+        .ok_or_else(|| ApiError::not_found(format!("No conference `{code}`.")))?;
+    let seat_types: Vec<Value> = conference
+        .seat_types()
+        .iter()
+        .map(|(id, t)| {
+            json!({
+                "id": id, "name": t.name, "description": t.description,
+                "quantity": t.quantity, "price": t.price,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": conference.id(), "code": details.slug, "name": details.name,
+        "description": details.description, "location": details.location,
+        "tagline": details.tagline, "start_date": details.start_date, "end_date": details.end_date,
+        "owner_name": details.owner.name, "owner_email": details.owner.email,
+        "is_published": conference.is_published(), "seat_types": seat_types,
+    })))
+}
+
 /// A seat type form.
 #[derive(Debug, Deserialize)]
-pub(super) struct SeatTypeForm {
-    name: String,
-    description: String,
-    price: Money,
-    quantity: i32,
+pub(crate) struct SeatTypeForm {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) price: Money,
+    pub(crate) quantity: i32,
 }
 
 impl SeatTypeForm {
@@ -106,7 +147,7 @@ impl SeatTypeForm {
 }
 
 /// `POST /api/admin/conferences/{code}/seat-types`.
-pub(super) async fn create_seat_type<S: Backend>(
+pub(crate) async fn create_seat_type<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -126,7 +167,7 @@ pub(super) async fn create_seat_type<S: Backend>(
 }
 
 /// `PUT /api/admin/conferences/{code}/seat-types/{id}`.
-pub(super) async fn update_seat_type<S: Backend>(
+pub(crate) async fn update_seat_type<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     path: Result<Path<(String, Uuid)>, PathRejection>,
@@ -164,7 +205,7 @@ async fn set_published<S: Backend>(
 }
 
 /// `POST /api/admin/conferences/{code}/publish`.
-pub(super) async fn publish<S: Backend>(
+pub(crate) async fn publish<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -173,7 +214,7 @@ pub(super) async fn publish<S: Backend>(
 }
 
 /// `POST /api/admin/conferences/{code}/unpublish`.
-pub(super) async fn unpublish<S: Backend>(
+pub(crate) async fn unpublish<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -182,7 +223,7 @@ pub(super) async fn unpublish<S: Backend>(
 }
 
 /// `GET /api/admin/conferences/{code}/orders`.
-pub(super) async fn orders<S: Backend>(
+pub(crate) async fn orders<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -197,7 +238,7 @@ pub(super) async fn orders<S: Backend>(
 }
 
 /// `GET /api/admin/refunds`: payments to refund (project decision 7).
-pub(super) async fn refunds<S: Backend>(
+pub(crate) async fn refunds<S: Backend>(
     State(app): State<App<S>>,
     headers: HeaderMap,
 ) -> Answer<Json<Value>> {

@@ -77,6 +77,26 @@ impl ApiError {
         self.extra = Some((key, value));
         self
     }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.error
+    }
+
+    /// The message of each field at fault, by field name.
+    pub fn fields(&self) -> &BTreeMap<String, String> {
+        &self.fields
+    }
+
+    /// The member added with [`with`](Self::with) under `key`.
+    pub fn extra(&self, key: &str) -> Option<&Value> {
+        self.extra.as_ref().filter(|(k, _)| *k == key).map(|(_, v)| v)
+    }
 }
 
 impl IntoResponse for ApiError {

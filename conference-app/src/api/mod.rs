@@ -2,9 +2,9 @@
 //! routes behind a bearer token. [`router`] builds it from a [`System`]; tests call it
 //! without a socket.
 
-mod admin;
+pub(crate) mod admin;
 mod error;
-mod orders;
+pub(crate) mod orders;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +77,19 @@ pub fn with_metrics(router: Router, handle: metrics_exporter_prometheus::Prometh
     )
 }
 
-/// The API's routes over `system`, with `admin_token` guarding the admin routes.
+/// An unknown address: a JSON error under `/api/`, the site's page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let error = ApiError::not_found("No such page.");
+    if uri.path().starts_with("/api/") {
+        error.into_response()
+    } else {
+        crate::web::PageError::from(error).into_response()
+    }
+}
+
+/// The API's routes over `system`, with `admin_token` guarding the admin routes, and the web
+/// site's pages (see [`crate::web`]) on the same state.
 pub fn router<S: Backend>(system: Arc<System<S>>, admin_token: String) -> Router {
     let state: App<S> = Arc::new(AppState { system, admin_token });
     Router::new()
@@ -104,6 +116,10 @@ pub fn router<S: Backend>(system: Arc<System<S>>, admin_token: String) -> Router
         )
         .route("/api/admin/conferences", post(admin::create_conference::<S>))
         .route(
+            "/api/admin/conferences/{code}",
+            get(admin::conference_details::<S>),
+        )
+        .route(
             "/api/admin/conferences/{code}/seat-types",
             post(admin::create_seat_type::<S>),
         )
@@ -118,7 +134,8 @@ pub fn router<S: Backend>(system: Arc<System<S>>, admin_token: String) -> Router
         )
         .route("/api/admin/conferences/{code}/orders", get(admin::orders::<S>))
         .route("/api/admin/refunds", get(admin::refunds::<S>))
-        .fallback(|| async { ApiError::not_found("No such route.") })
+        .merge(crate::web::routes::<S>())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
