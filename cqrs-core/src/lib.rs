@@ -13,7 +13,7 @@
 //! | buses | [`CommandBus`], [`EventBus`], decorators [`LocalFirst`], [`Retry`], [`Trace`], [`Metrics`], [`BusBuilder`] |
 //! | transport | [`MessageQueue`], [`Topics`], [`DeadLetters`], [`Processor`], [`AdaptiveLimit`] |
 //! | outboxes | [`Publisher`] (events), [`ProcessRepository`] and [`Relay`] (process commands) |
-//! | subscriptions | [`CatchUp`] (read the log from a checkpoint), [`CheckpointStore`] |
+//! | subscriptions | [`CatchUp`] (read the log from a checkpoint), [`CheckpointStore`], [`SharedLog`] (one read for several) |
 //! | time | [`Clock`], [`SystemClock`], [`ManualClock`] |
 //!
 //! ## Example
@@ -153,7 +153,7 @@ pub use crate::store::{
     AppendResult, EventAppender, EventMetadata, EventOutbox, EventReader, EventStore, ExpectedVersion,
     NewEvent, StoredEvent, StreamId,
 };
-pub use crate::subscription::{CatchUp, CheckpointStore};
+pub use crate::subscription::{CatchUp, CheckpointStore, SharedLog};
 pub use crate::transport::{
     DeadLetter, DeadLetters, Delivery, MessageFilter, MessageQueue, QueueBus, QueueDepths, TopicBus, Topics,
 };

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::backoff::Backoff;
@@ -97,7 +98,8 @@ impl<S: EventReader, C: CheckpointStore, H: MessageHandler> CatchUp<S, C, H> {
     }
 
     /// Handles every event after the checkpoint, up to the end of the log as it is now, and
-    /// returns how many were handed to the handler.
+    /// returns how many were handed to the handler. A page shorter than the page size is taken
+    /// as the end (events appended meanwhile wait for the next call).
     ///
     /// # Errors
     /// A store failure, or the first handler failure; the checkpoint then stays before the
@@ -116,6 +118,9 @@ impl<S: EventReader, C: CheckpointStore, H: MessageHandler> CatchUp<S, C, H> {
             }
             outcome?;
             debug_assert_eq!(after, last);
+            if page.len() < self.page_size {
+                return Ok(handled);
+            }
         }
     }
 
@@ -155,5 +160,120 @@ impl<S: EventReader, C: CheckpointStore, H: MessageHandler> CatchUp<S, C, H> {
                 () = &mut shutdown => return Ok(()),
             }
         }
+    }
+}
+
+/// The global log shared by several catch-up subscriptions that follow it together (the read
+/// models of one process): a read that one of the last pages fetched from the store covers is
+/// answered from that page, so that subscriptions woken by the same publication cost one query
+/// instead of one each. Concurrent misses wait for one fetch ("single flight").
+///
+/// A page answers a read when the read starts inside it and either it holds a full page for
+/// the reader or it was itself the end of the log when fetched. The last
+/// [`SHARED_PAGES`](Self::SHARED_PAGES) pages are kept. Call
+/// [`invalidate`](Self::invalidate) when the log grows (on each publication): the next read
+/// then goes to the store. Without it, a subscription may be told the log ends where the last
+/// page did, until its next read after an invalidation. A page is a consistent prefix of the
+/// log as the store returned it, so what a gap-safe store guarantees holds for its suffixes.
+///
+/// Clones share the page.
+pub struct SharedLog<S> {
+    inner: S,
+    last: Arc<tokio::sync::Mutex<std::collections::VecDeque<Page>>>,
+    /// Bumped by [`SharedLog::invalidate`]; a page answers only in the generation it was
+    /// fetched in.
+    generation: Arc<AtomicU64>,
+}
+
+impl<S: Clone> Clone for SharedLog<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            last: Arc::clone(&self.last),
+            generation: Arc::clone(&self.generation),
+        }
+    }
+}
+
+impl<S> fmt::Debug for SharedLog<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLog").finish_non_exhaustive()
+    }
+}
+
+/// A page read from the store: the events after `after`, at most `limit` of them.
+struct Page {
+    after: u64,
+    limit: usize,
+    events: Arc<[StoredEvent]>,
+    generation: u64,
+}
+
+impl Page {
+    fn answer(&self, after: u64, limit: usize, generation: u64) -> Option<Vec<StoredEvent>> {
+        if after < self.after || generation != self.generation {
+            return None;
+        }
+        let start = self.events.partition_point(|e| e.position <= after);
+        let rest = &self.events[start..];
+        let was_the_end = self.events.len() < self.limit;
+        if rest.len() >= limit || (was_the_end && !rest.is_empty()) {
+            Some(rest[..rest.len().min(limit)].to_vec())
+        } else {
+            None
+        }
+    }
+}
+
+impl<S> SharedLog<S> {
+    /// How many of the last pages fetched are kept.
+    pub const SHARED_PAGES: usize = 8;
+
+    /// Shares `inner`'s global log.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            last: Arc::new(tokio::sync::Mutex::new(std::collections::VecDeque::new())),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The log has grown: the next read goes to the store (a fetch under way when this is
+    /// called answers only its own reader).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl<S: EventReader> EventReader for SharedLog<S> {
+    fn load(
+        &self,
+        stream: &crate::store::StreamId,
+        from_version: i64,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send {
+        self.inner.load(stream, from_version)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let mut pages = self.last.lock().await;
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some(answer) = pages
+            .iter()
+            .find_map(|page| page.answer(after, limit, generation))
+        {
+            return Ok(answer);
+        }
+        let events = self.inner.read_all(after, limit).await?;
+        pages.retain(|page| page.generation == generation);
+        if pages.len() == Self::SHARED_PAGES {
+            pages.pop_front();
+        }
+        pages.push_back(Page {
+            after,
+            limit,
+            events: events.clone().into(),
+            generation,
+        });
+        Ok(events)
     }
 }

@@ -1,0 +1,125 @@
+//! `SharedLog`: subscriptions following one log together read it once per growth, and none
+//! misses or repeats an event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cqrs_core::testing::sample::Inventory;
+use cqrs_core::uuid::Uuid;
+use cqrs_core::{
+    CatchUp, CheckpointStore, Envelope, EventReader, MessageHandler, Repository, Result, Root, SharedLog,
+    StoredEvent, StreamId,
+};
+use cqrs_memory::{MemoryCheckpoints, MemoryEventStore};
+
+/// Counts the reads of the global log that reach the store.
+#[derive(Clone)]
+struct Counting {
+    inner: MemoryEventStore,
+    reads: Arc<AtomicUsize>,
+}
+
+impl EventReader for Counting {
+    async fn load(&self, stream: &StreamId, from_version: i64) -> Result<Vec<StoredEvent>> {
+        self.inner.load(stream, from_version).await
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_all(after, limit).await
+    }
+}
+
+/// Records the positions it is handed.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl MessageHandler for Seen {
+    async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        let position = envelope.metadata.source.as_ref().map_or(0, |s| s.position);
+        self.0.lock().unwrap().push(position);
+        Ok(())
+    }
+}
+
+async fn add_seats(store: &MemoryEventStore, n: usize) {
+    let repository = Repository::<Inventory, _>::new(store.clone());
+    for _ in 0..n {
+        let mut inventory = Root::<Inventory>::new(Uuid::now_v7());
+        inventory.execute(|i| i.add(1, 10)).unwrap();
+        repository.save(&mut inventory, None::<String>).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_woken_together_read_the_log_once_and_see_every_event_once() {
+    let store = MemoryEventStore::new();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let log = SharedLog::new(Counting {
+        inner: store.clone(),
+        reads: reads.clone(),
+    });
+    let checkpoints = MemoryCheckpoints::new();
+    let seen: Vec<Seen> = (0..6).map(|_| Seen::default()).collect();
+    let subscriptions: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .map(|(i, s)| CatchUp::new(format!("p{i}"), log.clone(), checkpoints.clone(), s.clone()).page_size(4))
+        .collect();
+
+    for round in 1..=5u64 {
+        add_seats(&store, 3).await;
+        log.invalidate();
+        let before = reads.load(Ordering::SeqCst);
+        for subscription in &subscriptions {
+            subscription.catch_up().await.unwrap();
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst) - before,
+            1,
+            "round {round}: six subscriptions, one read (three new events fit one page)"
+        );
+        for (i, s) in seen.iter().enumerate() {
+            let positions = s.0.lock().unwrap().clone();
+            let expected: Vec<u64> = (1..=round * 3).collect();
+            assert_eq!(positions, expected, "subscription {i}, round {round}");
+            let checkpoint = checkpoints.load_checkpoint(&format!("p{i}")).await.unwrap();
+            assert_eq!(checkpoint, Some(round * 3));
+        }
+    }
+
+    // More than a page: a full page answers only readers it holds a full page for; the rest
+    // of the way is read from the store, once.
+    add_seats(&store, 10).await;
+    log.invalidate();
+    let before = reads.load(Ordering::SeqCst);
+    for subscription in &subscriptions {
+        subscription.catch_up().await.unwrap();
+    }
+    assert_eq!(
+        reads.load(Ordering::SeqCst) - before,
+        3,
+        "pages of 4, 4 and 2 events"
+    );
+    for s in &seen {
+        let positions = s.0.lock().unwrap().clone();
+        assert_eq!(positions, (1..=25).collect::<Vec<u64>>());
+    }
+
+    // Without an invalidation, a page fetched before the log grew may say the log ends there;
+    // the next invalidation brings the rest.
+    add_seats(&store, 2).await;
+    subscriptions[0].catch_up().await.unwrap();
+    log.invalidate();
+    for subscription in &subscriptions {
+        subscription.catch_up().await.unwrap();
+    }
+    for s in &seen {
+        let positions = s.0.lock().unwrap().clone();
+        assert_eq!(
+            positions,
+            (1..=27).collect::<Vec<u64>>(),
+            "none missed, none repeated"
+        );
+    }
+}
