@@ -8,6 +8,8 @@
 //!    generation's checkpoint, so no event is skipped or applied twice;
 //! 3. the old generation is deleted afterwards.
 
+use std::time::Duration;
+
 use cqrs_core::{CatchUp, Envelope, MessageFilter, MessageHandler, Result};
 
 use crate::system::{Backend, System, checkpoint_name, projection_models};
@@ -66,11 +68,13 @@ pub async fn rebuild<S: Backend>(
         inner: dispatcher,
         progress,
     });
+    let checkpoint = checkpoint_name(name, to);
     let catch_up =
-        CatchUp::new(checkpoint_name(name, to), system.store.clone(), unit, handler).filter(filter);
+        CatchUp::new(checkpoint.clone(), system.store.clone(), unit.clone(), handler).filter(filter);
     let mut events = catch_up.catch_up().await?;
     // Close the gap with the live stream just before switching.
     events += catch_up.catch_up().await?;
+    unit.store_skipped(&checkpoint, Duration::ZERO).await?;
     documents.switch_generation(models, to).await?;
     Ok(Rebuilt { from, to, events })
 }

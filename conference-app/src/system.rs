@@ -30,7 +30,7 @@ use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
     EventOutbox, EventStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter, MessageQueue, Metrics,
     ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, QueueDepths, Relay, Repository, Result,
-    SharedClock, TopicBus, Topics,
+    SharedClock, SharedLog, TopicBus, Topics,
 };
 use tokio::sync::watch;
 
@@ -133,6 +133,10 @@ pub fn projection_models(name: &str) -> Result<&'static [&'static str]> {
         })
 }
 
+/// How long a projection's checkpoint may stay unstored while its pages write nothing (a
+/// commit per page would cost a durable write per published batch, per projection).
+const SKIPPED_CHECKPOINTS: Duration = Duration::from_millis(500);
+
 /// The checkpoint of a projection's generation.
 pub fn checkpoint_name(projection: &str, generation: i64) -> String {
     crate::documents::physical_name(projection, generation)
@@ -154,6 +158,8 @@ pub struct System<S: Backend> {
     pub clock: SharedClock,
     worker: Arc<CommandDispatcher>,
     published: watch::Sender<u64>,
+    /// The log as the projections read it: woken together, they read it once.
+    log: SharedLog<S>,
 }
 
 impl<S: Backend> std::fmt::Debug for System<S> {
@@ -164,16 +170,19 @@ impl<S: Backend> std::fmt::Debug for System<S> {
     }
 }
 
-/// An event bus that tells the projections when it published.
+/// An event bus that tells the projections when it published (and their shared log that it
+/// grew).
 #[derive(Debug, Clone)]
-struct Announcing<B> {
+struct Announcing<B, S> {
     inner: B,
     published: watch::Sender<u64>,
+    log: SharedLog<S>,
 }
 
-impl<B: EventBus> EventBus for Announcing<B> {
+impl<B: EventBus, S: Send + Sync> EventBus for Announcing<B, S> {
     async fn publish(&self, events: Vec<Envelope>) -> Result<()> {
         self.inner.publish(events).await?;
+        self.log.invalidate();
         self.published.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -215,6 +224,7 @@ impl<S: Backend> System<S> {
         Arc::new(SeatsAvailabilityHandler::new(availability)).register(&mut worker)?;
         Arc::new(RegistrationRouter::new(store.clone(), bus.clone(), clock.clone())).register(&mut worker)?;
         Ok(Self {
+            log: SharedLog::new(store.clone()),
             conferences: Arc::new(CachedConferenceQueries::new(documents.clone(), clock.clone())),
             management: Arc::new(ConferenceManagement::new(store.clone())),
             store,
@@ -335,7 +345,7 @@ impl<S: Backend> System<S> {
         done: impl Future<Output = ()> + Send + 'static,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let build = {
-            let store = self.store.clone();
+            let log = self.log.clone();
             let documents = self.documents.clone();
             let system = self.projection_factory();
             // Pinned to its generation: a switch in the middle of a page changes nothing here.
@@ -344,20 +354,23 @@ impl<S: Backend> System<S> {
                 let unit = pinned.unit_of_work();
                 let dispatcher = system(name, unit.documents())?;
                 let filter = MessageFilter::names(dispatcher.names());
-                Ok(CatchUp::new(
-                    checkpoint_name(name, generation),
-                    store.clone(),
+                let checkpoint = checkpoint_name(name, generation);
+                let catch_up = CatchUp::new(
+                    checkpoint.clone(),
+                    log.clone(),
                     unit.clone(),
                     unit.wrap(dispatcher),
                 )
-                .filter(filter))
+                .filter(filter);
+                Ok((catch_up, unit, checkpoint))
             }
         };
         let documents = self.documents.clone();
+        let log = self.log.clone();
         let mut published = self.published.subscribe();
         let model = models[0];
         let mut generation = documents.generation(model);
-        let mut catch_up = build(generation)?;
+        let (mut catch_up, mut unit, mut checkpoint) = build(generation)?;
         Ok(async move {
             tokio::pin!(done);
             let mut failures = 0;
@@ -370,10 +383,14 @@ impl<S: Backend> System<S> {
                         "read model switched to a rebuilt generation"
                     );
                     generation = serving;
-                    catch_up = build(generation)?;
+                    (catch_up, unit, checkpoint) = build(generation)?;
                 }
-                let wait = match catch_up.catch_up().await {
-                    Ok(_) => {
+                let caught_up = match catch_up.catch_up().await {
+                    Ok(_) => unit.store_skipped(&checkpoint, SKIPPED_CHECKPOINTS).await,
+                    Err(error) => Err(error),
+                };
+                let wait = match caught_up {
+                    Ok(()) => {
                         failures = 0;
                         Duration::from_millis(250)
                     }
@@ -385,7 +402,8 @@ impl<S: Backend> System<S> {
                 };
                 tokio::select! {
                     _ = published.changed() => {}
-                    () = tokio::time::sleep(wait) => {}
+                    // Another process may have appended (and published) meanwhile.
+                    () = tokio::time::sleep(wait) => log.invalidate(),
                     () = &mut done => return Ok(()),
                 }
             }
@@ -436,6 +454,7 @@ impl<S: Backend> System<S> {
             Announcing {
                 inner: TopicBus::new(self.store.clone(), EVENTS),
                 published: self.published.clone(),
+                log: self.log.clone(),
             },
             self.clock.clone(),
         );

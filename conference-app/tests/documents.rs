@@ -131,7 +131,69 @@ async fn two_runners_of_one_projection_never_both_commit_a_range() {
     writer(&second).handle(&event("next")).await.unwrap();
     second.save_checkpoint("p", 2).await.unwrap();
     assert_eq!(documents.checkpoint("p").await.unwrap(), Some(2));
+    writer(&first).handle(&event("stale")).await.unwrap();
     assert!(first.save_checkpoint("p", 2).await.unwrap_err().is_conflict());
+    assert_eq!(documents.get::<String>("m", "stale").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn pages_that_write_nothing_cost_no_commit_and_are_stored_later() {
+    let (_dir, documents) = open().await;
+    let unit = documents.unit_of_work();
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
+    unit.wrap(Writer {
+        documents: unit.documents().clone(),
+    })
+    .handle(&event("first"))
+    .await
+    .unwrap();
+    unit.save_checkpoint("p", 1).await.unwrap();
+
+    // Pages whose events wrote nothing: known at once, stored later.
+    let mut commits = documents.commits();
+    commits.borrow_and_update();
+    unit.save_checkpoint("p", 5).await.unwrap();
+    unit.save_checkpoint("p", 9).await.unwrap();
+    assert!(commits.has_changed().unwrap(), "the waiters hear of the progress");
+    assert_eq!(
+        documents.checkpoint("p").await.unwrap(),
+        Some(1),
+        "nothing committed"
+    );
+    assert_eq!(documents.known_checkpoint("p").await.unwrap(), Some(9));
+    assert_eq!(
+        unit.load_checkpoint("p").await.unwrap(),
+        Some(9),
+        "resumes where it got to"
+    );
+    unit.store_skipped("p", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        documents.checkpoint("p").await.unwrap(),
+        Some(1),
+        "not old enough yet"
+    );
+    unit.store_skipped("p", std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(documents.checkpoint("p").await.unwrap(), Some(9));
+
+    // Another runner moved the checkpoint meanwhile: the skipped position is forgotten.
+    let other = documents.unit_of_work();
+    assert_eq!(other.load_checkpoint("p").await.unwrap(), Some(9));
+    unit.save_checkpoint("p", 12).await.unwrap();
+    other
+        .wrap(Writer {
+            documents: other.documents().clone(),
+        })
+        .handle(&event("other"))
+        .await
+        .unwrap();
+    other.save_checkpoint("p", 10).await.unwrap();
+    assert_eq!(
+        unit.load_checkpoint("p").await.unwrap(),
+        Some(10),
+        "the other's, not 12"
+    );
 }
 
 #[tokio::test]

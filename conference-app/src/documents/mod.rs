@@ -33,18 +33,33 @@ use tokio::sync::watch;
 use changes::Changes;
 
 /// The database of the read models.
+///
+/// On SQLite, writes go through one connection of their own: the projections' commits then
+/// queue in the process instead of colliding on SQLite's write lock, where a loser sleeps in
+/// the busy handler for milliseconds at a time. Reads use a pool and never wait for writes
+/// (WAL).
 #[derive(Debug, Clone)]
 enum Db {
-    Sqlite(SqlitePool),
+    Sqlite { readers: SqlitePool, writer: SqlitePool },
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool `$db` holds: the same SQL text serves both
+/// Runs `$body` with `$pool` bound to the pool `$db` reads with: the same SQL text serves both
 /// dialects (`$n` placeholders, standard upserts).
 macro_rules! on_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            Db::Sqlite($pool) => $body,
+            Db::Sqlite { readers: $pool, .. } => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// As [`on_pool!`], with the pool `$db` writes with.
+macro_rules! on_writer {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite { writer: $pool, .. } => $body,
             Db::Postgres($pool) => $body,
         }
     };
@@ -196,12 +211,17 @@ impl Documents {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error)?;
+        let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        Self::create(Db::Sqlite(pool)).await
+        Self::create(Db::Sqlite { readers, writer }).await
     }
 
     /// The documents in the PostgreSQL database at `url`, in `schema`.
@@ -256,7 +276,7 @@ impl Documents {
 
     async fn create(db: Db) -> Result<Self> {
         for statement in SCHEMA {
-            on_pool!(&db, pool => {
+            on_writer!(&db, pool => {
                 sqlx::query(statement).execute(pool).await.map_err(db_error)?;
             });
         }
@@ -328,7 +348,7 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn switch_generation(&self, models: &[&str], generation: i64) -> Result<()> {
-        on_pool!(&self.db, pool => {
+        on_writer!(&self.db, pool => {
             let mut tx = pool.begin().await.map_err(db_error)?;
             for model in models {
                 sqlx::query(SET_GENERATION)
@@ -358,7 +378,7 @@ impl Documents {
     /// Database failures.
     pub async fn drop_generation(&self, model: &str, generation: i64) -> Result<u64> {
         let name = physical_name(model, generation);
-        Ok(on_pool!(&self.db, pool => sqlx::query(DROP_MODEL)
+        Ok(on_writer!(&self.db, pool => sqlx::query(DROP_MODEL)
             .bind(name)
             .execute(pool)
             .await
@@ -371,7 +391,7 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn drop_checkpoint(&self, name: &str) -> Result<()> {
-        on_pool!(&self.db, pool => {
+        on_writer!(&self.db, pool => {
             sqlx::query(DROP_CHECKPOINT).bind(name).execute(pool).await.map_err(db_error)?;
         });
         Ok(())
@@ -400,6 +420,7 @@ impl Documents {
                 ..self.clone()
             },
             read: Arc::new(Mutex::new(None)),
+            skipped: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -511,7 +532,7 @@ impl Documents {
     /// one transaction; then tells the waiters. When another process moved the checkpoint
     /// first, nothing is written and the answer is a conflict.
     async fn commit(&self, writes: &Writes, checkpoint: Option<Checkpoint<'_>>) -> Result<()> {
-        on_pool!(&self.db, pool => {
+        on_writer!(&self.db, pool => {
             let mut tx = pool.begin().await.map_err(db_error)?;
             for ((model, key), row) in writes {
                 let query = match row {
@@ -567,9 +588,29 @@ impl Documents {
         Ok(())
     }
 
-    /// Where projection `name`'s checkpoint is known to be: as this process's commits (and, on
-    /// PostgreSQL, the other processes' announcements) reported it, read from the database only
-    /// when none has been reported yet. It may lag the database but never passes it.
+    /// A projection applied every event up to `position` without writing: the waiters learn
+    /// it, and on PostgreSQL so do the other processes' (best effort: a lost announcement
+    /// only delays a waiter until the next one).
+    async fn applied(&self, checkpoint: &str, position: u64) {
+        self.changes.checkpoint_reached(checkpoint, position);
+        self.changes.committed(None, std::iter::empty());
+        if let (Some(schema), Db::Postgres(pool)) = (&self.announce, &self.db) {
+            let announced = sqlx::query(NOTIFY_COMMIT)
+                .bind(COMMITS_CHANNEL)
+                .bind(format!("{schema}\n{checkpoint}\n{position}"))
+                .execute(pool)
+                .await;
+            if let Err(error) = announced {
+                tracing::debug!(%error, "a projection's progress was not announced");
+            }
+        }
+    }
+
+    /// How far projection `name` is known to have applied the log: as this process's commits
+    /// (and, on PostgreSQL, the other processes' announcements) reported it, read from the
+    /// database only when none has been reported yet. A projection does not store the position
+    /// of pages that write nothing at once, so this may be ahead of
+    /// [`checkpoint`](Self::checkpoint).
     ///
     /// # Errors
     /// Database failures.
@@ -616,6 +657,9 @@ struct Checkpoint<'a> {
 pub struct UnitOfWork {
     documents: Documents,
     read: Arc<Mutex<Option<u64>>>,
+    /// Where the projection got to without writing anything since the stored checkpoint
+    /// (`read`), and since when: stored later (see [`UnitOfWork::store_skipped`]).
+    skipped: Arc<Mutex<Option<(u64, std::time::Instant)>>>,
 }
 
 impl UnitOfWork {
@@ -642,20 +686,82 @@ impl UnitOfWork {
     fn read_position(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
         self.read.lock().expect("the checkpoint lock is never poisoned")
     }
+
+    fn skipped(&self) -> std::sync::MutexGuard<'_, Option<(u64, std::time::Instant)>> {
+        self.skipped
+            .lock()
+            .expect("the checkpoint lock is never poisoned")
+    }
+
+    /// Stores the checkpoint `subscription` reached without writing anything, if that has
+    /// waited `older_than` or more. A projection's runner calls it between catch-ups, so the
+    /// stored checkpoint follows within about that time when the pages write nothing.
+    ///
+    /// # Errors
+    /// Database failures; a conflict when another process moved the checkpoint first (then
+    /// the skipped position is forgotten, and the next catch-up starts from the other's).
+    pub async fn store_skipped(&self, subscription: &str, older_than: Duration) -> Result<()> {
+        let Some((position, since)) = *self.skipped() else {
+            return Ok(());
+        };
+        if since.elapsed() < older_than {
+            return Ok(());
+        }
+        let read = *self.read_position();
+        let checkpoint = Checkpoint {
+            name: subscription,
+            read,
+            position,
+        };
+        let stored = self.documents.commit(&Writes::new(), Some(checkpoint)).await;
+        if stored.is_ok() {
+            *self.read_position() = Some(position);
+        }
+        if stored.is_ok() || stored.as_ref().is_err_and(Error::is_conflict) {
+            let mut skipped = self.skipped();
+            if skipped.is_some_and(|(p, _)| p == position) {
+                *skipped = None;
+            }
+        }
+        stored
+    }
 }
 
 impl CheckpointStore for UnitOfWork {
-    /// Reads the checkpoint and starts afresh from it: writes not committed are dropped.
+    /// Reads the checkpoint and starts afresh from it: writes not committed are dropped. When
+    /// nobody moved it since this unit read it, the catch-up resumes from where it got to
+    /// without writing (the events in between wrote nothing, and would write nothing again).
     async fn load_checkpoint(&self, subscription: &str) -> Result<Option<u64>> {
         let position = self.documents.checkpoint(subscription).await?;
-        *self.read_position() = position;
+        let mut read = self.read_position();
+        let mut skipped = self.skipped();
+        let resume = match *skipped {
+            Some((ahead, _)) if *read == position && position.is_some() => Some(ahead),
+            _ => {
+                *skipped = None;
+                position
+            }
+        };
+        *read = position;
+        drop((read, skipped));
         *self.overlay() = Overlay::default();
-        Ok(position)
+        Ok(resume)
     }
 
+    /// Commits the writes since the last checkpoint with the new position. A page that wrote
+    /// nothing costs no commit: the position is remembered (and announced to the waiters, who
+    /// only need to know what the projection has applied), and stored with the next page that
+    /// writes, or by [`UnitOfWork::store_skipped`].
     async fn save_checkpoint(&self, subscription: &str, position: u64) -> Result<()> {
         let writes = std::mem::take(&mut self.overlay().committed);
         let read = *self.read_position();
+        if writes.is_empty() && read.is_some() {
+            self.skipped()
+                .get_or_insert_with(|| (position, std::time::Instant::now()))
+                .0 = position;
+            self.documents.applied(subscription, position).await;
+            return Ok(());
+        }
         let checkpoint = Checkpoint {
             name: subscription,
             read,
@@ -664,6 +770,7 @@ impl CheckpointStore for UnitOfWork {
         match self.documents.commit(&writes, Some(checkpoint)).await {
             Ok(()) => {
                 *self.read_position() = Some(position);
+                *self.skipped() = None;
                 Ok(())
             }
             Err(error) if error.is_conflict() => Err(error),
