@@ -9,7 +9,8 @@
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:
 //! `EventReader`, `EventAppender` and `EventOutbox` (the outbox rows are written by the append
-//! itself; concurrent appends share commits through group commit), `SnapshotStore`,
+//! itself; concurrent appends share commits through group commit, and on SQLite so do the
+//! other writes: queue settles, enqueues, outbox marks, process saves), `SnapshotStore`,
 //! `ProcessStore` (state and undispatched commands in one transaction), `InboxStore`,
 //! `CheckpointStore`, and the message transport `MessageQueue`, `Topics` and `DeadLetters`
 //! (sessions, delays, time to live, leases fenced by delivery count). Every backend passes the

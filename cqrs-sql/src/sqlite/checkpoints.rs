@@ -39,7 +39,13 @@ impl CheckpointStore for SqliteStore {
     }
 
     async fn save_checkpoint(&self, subscription: &str, position: u64) -> Result<()> {
-        let mut conn = self.writer().acquire().await.map_err(db)?;
-        Self::save_checkpoint_in(&mut conn, subscription, position).await
+        let subscription = subscription.to_owned();
+        self.write(
+            1,
+            Box::new(move |conn| {
+                Box::pin(async move { Self::save_checkpoint_in(conn, &subscription, position).await })
+            }),
+        )
+        .await
     }
 }

@@ -1,5 +1,6 @@
 //! The SQLite backend: one file, WAL, one writer connection, a pool of readers.
 
+mod batch;
 mod checkpoints;
 mod events;
 mod processes;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
+use self::batch::{WriteBatcher, WriteFn};
 use self::events::SqliteAppender;
 use crate::error::{corrupt, db};
 use crate::group::GroupCommit;
@@ -26,6 +28,9 @@ use crate::migrate::SQLITE as MIGRATIONS;
 
 /// The most events one group-commit batch takes: what fits one statement.
 const MAX_BATCH_EVENTS: usize = events::MAX_STATEMENT_EVENTS;
+
+/// The most other writes (settles, enqueues, process saves, …) one transaction takes.
+const MAX_BATCH_WRITES: usize = 256;
 
 /// Settings of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -55,7 +60,9 @@ impl SqliteOptions {
     }
 
     /// Turns group commit on (the default) or off. On, concurrent appends are written together
-    /// in one transaction with one durable commit, each still checked and answered on its own.
+    /// in one transaction with one durable commit, each still checked and answered on its own;
+    /// so are the other writes (queue settles and enqueues, outbox marks, process saves,
+    /// checkpoints), each rolled back alone if it fails.
     ///
     /// The committer is a task spawned on the tokio runtime that opens the store: use the store
     /// on that runtime (or keep it running), not from another runtime's `block_on`.
@@ -111,6 +118,7 @@ struct Inner {
     appended: Arc<Notify>,
     appender: SqliteAppender,
     group: Option<GroupCommit>,
+    batcher: WriteBatcher,
     lease: Duration,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     path: PathBuf,
@@ -184,6 +192,10 @@ impl SqliteStore {
         let group = options
             .group_commit
             .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS, 1));
+        let batcher = WriteBatcher::start(
+            writer.clone(),
+            if options.group_commit { MAX_BATCH_WRITES } else { 1 },
+        );
         let store = Self {
             inner: Arc::new(Inner {
                 reader: SqlitePoolOptions::new()
@@ -196,6 +208,7 @@ impl SqliteStore {
                 appended,
                 appender,
                 group,
+                batcher,
                 lease: options.lease,
                 wakers: Mutex::new(HashMap::new()),
                 path: options.path,
@@ -263,6 +276,12 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.inner.reader
+    }
+
+    /// Runs `write` on the writer in the next group-committed batch (see [`batch`]); a
+    /// write of several `statements` runs in a savepoint of its own.
+    async fn write<T: Send + 'static>(&self, statements: usize, write: WriteFn<T>) -> Result<T> {
+        self.inner.batcher.write(statements, write).await
     }
 
     fn now(&self) -> DateTime<Utc> {

@@ -61,15 +61,11 @@ impl SqliteStore {
         Ok(Some(LoadedProcess { record, pending }))
     }
 
-    async fn current_version(
-        tx: &mut Transaction<'static, Sqlite>,
-        process_type: &str,
-        id: &str,
-    ) -> Result<i64> {
+    async fn current_version(conn: &mut sqlx::SqliteConnection, process_type: &str, id: &str) -> Result<i64> {
         let version: Option<i64> = sqlx::query_scalar(sql::PROCESS_VERSION)
             .bind(process_type)
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(conn)
             .await
             .map_err(db)?;
         Ok(version.unwrap_or(-1))
@@ -106,13 +102,70 @@ impl ProcessStore for SqliteStore {
     }
 
     async fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> Result<i64> {
-        let id = record.id.to_string();
         let metadata: Vec<String> = commands
             .iter()
             .map(|c| serde_json::to_string(&c.metadata).map_err(cqrs_core::Error::permanent))
             .collect::<Result<_>>()?;
         let expected = record.version;
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let statements = 1 + commands.len();
+        self.write(
+            statements,
+            Box::new(move |conn| Box::pin(Self::save_in(conn, record, commands, metadata))),
+        )
+        .await?;
+        Ok(expected + 1)
+    }
+
+    async fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> Result<()> {
+        let (process_type, id, message_id) = (process_type.to_owned(), id.to_string(), message_id.to_owned());
+        self.write(
+            1,
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(sql::REMOVE_PROCESS_COMMAND)
+                        .bind(process_type)
+                        .bind(id)
+                        .bind(message_id)
+                        .execute(conn)
+                        .await
+                        .map_err(db)?;
+                    Ok(())
+                })
+            }),
+        )
+        .await
+    }
+
+    async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {
+        sqlx::query(sql::PROCESSES_WITH_PENDING)
+            .bind(stored_before.timestamp_micros())
+            .bind(limit as i64)
+            .fetch_all(self.reader())
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(db)?;
+                Ok((
+                    row.try_get("process_type").map_err(db)?,
+                    Uuid::parse_str(&id).map_err(|e| corrupt("process id", e))?,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl SqliteStore {
+    /// The state and the new commands of a process, with the version check, on `tx` (the
+    /// writer's batch).
+    async fn save_in(
+        tx: &mut sqlx::SqliteConnection,
+        record: ProcessRecord,
+        commands: Vec<StoredCommand>,
+        metadata: Vec<String>,
+    ) -> Result<()> {
+        let id = record.id.to_string();
+        let expected = record.version;
         let written = if expected == -1 {
             sqlx::query(sql::INSERT_PROCESS)
                 .bind(record.process_type.as_str())
@@ -143,7 +196,7 @@ impl ProcessStore for SqliteStore {
             Err(error) => return Err(db(error)),
         };
         if conflict {
-            let actual = Self::current_version(&mut tx, &record.process_type, &id).await?;
+            let actual = Self::current_version(tx, &record.process_type, &id).await?;
             return Err(process_conflict(
                 &record.process_type,
                 record.id,
@@ -166,37 +219,7 @@ impl ProcessStore for SqliteStore {
                 .await
                 .map_err(db)?;
         }
-        tx.commit().await.map_err(db)?;
-        Ok(expected + 1)
-    }
-
-    async fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> Result<()> {
-        sqlx::query(sql::REMOVE_PROCESS_COMMAND)
-            .bind(process_type)
-            .bind(id.to_string())
-            .bind(message_id)
-            .execute(self.writer())
-            .await
-            .map_err(db)?;
         Ok(())
-    }
-
-    async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {
-        sqlx::query(sql::PROCESSES_WITH_PENDING)
-            .bind(stored_before.timestamp_micros())
-            .bind(limit as i64)
-            .fetch_all(self.reader())
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|row| {
-                let id: String = row.try_get("id").map_err(db)?;
-                Ok((
-                    row.try_get("process_type").map_err(db)?,
-                    Uuid::parse_str(&id).map_err(|e| corrupt("process id", e))?,
-                ))
-            })
-            .collect()
     }
 }
 
@@ -233,7 +256,13 @@ impl InboxStore for SqliteStore {
     }
 
     async fn mark_processed(&self, handler: &str, message_id: &str) -> Result<()> {
-        let mut conn = self.writer().acquire().await.map_err(db)?;
-        Self::mark_processed_in(&mut conn, handler, message_id).await
+        let (handler, message_id) = (handler.to_owned(), message_id.to_owned());
+        self.write(
+            1,
+            Box::new(move |conn| {
+                Box::pin(async move { Self::mark_processed_in(conn, &handler, &message_id).await })
+            }),
+        )
+        .await
     }
 }

@@ -101,6 +101,54 @@ fn dead_letter(row: &SqliteRow) -> Result<DeadLetter> {
     })
 }
 
+/// Copies `messages` into the queue of each subscription of `topic` whose filter names them;
+/// returns the queues written to.
+async fn fan_out(
+    conn: &mut SqliteConnection,
+    topic: &str,
+    messages: &[Outgoing],
+    now: i64,
+) -> Result<Vec<String>> {
+    let subscriptions = sqlx::query(sql::SUBSCRIPTIONS)
+        .bind(topic)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    let mut queues = Vec::new();
+    for row in &subscriptions {
+        let subscription: String = row.try_get("subscription").map_err(db)?;
+        let names: Option<String> = row.try_get("names").map_err(db)?;
+        let filter = match names {
+            None => MessageFilter::All,
+            Some(json) => MessageFilter::Names(
+                serde_json::from_str(&json).map_err(|e| corrupt("subscription filter", e))?,
+            ),
+        };
+        let matching: Vec<&Outgoing> = messages
+            .iter()
+            .filter(|m| filter.matches(&m.payload.name))
+            .collect();
+        if matching.is_empty() {
+            continue;
+        }
+        let queue = subscription_queue(topic, &subscription);
+        let copies: Vec<Outgoing> = matching
+            .into_iter()
+            .map(|m| Outgoing {
+                message_id: m.message_id.clone(),
+                session_id: m.session_id.clone(),
+                payload: m.payload.clone(),
+                metadata: m.metadata.clone(),
+                visible_at: m.visible_at,
+                expires_at: m.expires_at,
+            })
+            .collect();
+        insert(conn, &queue, &copies, now).await?;
+        queues.push(queue);
+    }
+    Ok(queues)
+}
+
 impl SqliteStore {
     fn waker(&self, queue: &str) -> Arc<Notify> {
         let mut wakers = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,16 +166,21 @@ impl SqliteStore {
         delivery: &Delivery,
         visible_at: Option<i64>,
     ) -> Result<()> {
-        let mut query = sqlx::query(statement);
-        if let Some(visible_at) = visible_at {
-            query = query.bind(visible_at);
-        }
-        query
-            .bind(delivery.id as i64)
-            .bind(i64::from(delivery.delivery_count))
-            .execute(self.writer())
-            .await
-            .map_err(db)?;
+        let (id, count) = (delivery.id as i64, i64::from(delivery.delivery_count));
+        self.write(
+            1,
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    let mut query = sqlx::query(statement);
+                    if let Some(visible_at) = visible_at {
+                        query = query.bind(visible_at);
+                    }
+                    query.bind(id).bind(count).execute(conn).await.map_err(db)?;
+                    Ok(())
+                })
+            }),
+        )
+        .await?;
         self.wake(&delivery.queue);
         Ok(())
     }
@@ -140,9 +193,15 @@ impl MessageQueue for SqliteStore {
         }
         let now = self.now();
         let messages = outgoing(envelopes, now)?;
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        insert(&mut tx, queue, &messages, now.timestamp_micros()).await?;
-        tx.commit().await.map_err(db)?;
+        let statements = messages.len().div_ceil(ROWS_PER_INSERT);
+        let name = queue.to_owned();
+        self.write(
+            statements,
+            Box::new(move |conn| {
+                Box::pin(async move { insert(conn, &name, &messages, now.timestamp_micros()).await })
+            }),
+        )
+        .await?;
         self.wake(queue);
         Ok(())
     }
@@ -150,14 +209,24 @@ impl MessageQueue for SqliteStore {
     async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>> {
         let now = self.now();
         let locked_until = saturating_add(now, self.inner.lease).timestamp_micros();
-        let rows = sqlx::query(sql::RECEIVE)
-            .bind(queue)
-            .bind(now.timestamp_micros())
-            .bind(locked_until)
-            .bind(max as i64)
-            .fetch_all(self.writer())
-            .await
-            .map_err(db)?;
+        let name = queue.to_owned();
+        let rows = self
+            .write(
+                1,
+                Box::new(move |conn| {
+                    Box::pin(async move {
+                        sqlx::query(sql::RECEIVE)
+                            .bind(name)
+                            .bind(now.timestamp_micros())
+                            .bind(locked_until)
+                            .bind(max as i64)
+                            .fetch_all(conn)
+                            .await
+                            .map_err(db)
+                    })
+                }),
+            )
+            .await?;
         let mut deliveries = rows
             .iter()
             .map(|row| {
@@ -189,24 +258,33 @@ impl MessageQueue for SqliteStore {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let moved = sqlx::query(sql::DEAD_LETTER)
-            .bind(reason)
-            .bind(self.now_micros())
-            .bind(delivery.id as i64)
-            .bind(i64::from(delivery.delivery_count))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if moved.rows_affected() > 0 {
-            sqlx::query(sql::COMPLETE)
-                .bind(delivery.id as i64)
-                .bind(i64::from(delivery.delivery_count))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
+        let (id, count) = (delivery.id as i64, i64::from(delivery.delivery_count));
+        let (reason, now) = (reason.to_owned(), self.now_micros());
+        self.write(
+            2,
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    let moved = sqlx::query(sql::DEAD_LETTER)
+                        .bind(reason)
+                        .bind(now)
+                        .bind(id)
+                        .bind(count)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                    if moved.rows_affected() > 0 {
+                        sqlx::query(sql::COMPLETE)
+                            .bind(id)
+                            .bind(count)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db)?;
+                    }
+                    Ok(())
+                })
+            }),
+        )
+        .await?;
         self.wake(&delivery.queue);
         Ok(())
     }
@@ -238,45 +316,18 @@ impl Topics for SqliteStore {
         }
         let now = self.now();
         let messages = outgoing(envelopes, now)?;
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let subscriptions = sqlx::query(sql::SUBSCRIPTIONS)
-            .bind(topic)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        let mut queues = Vec::new();
-        for row in &subscriptions {
-            let subscription: String = row.try_get("subscription").map_err(db)?;
-            let names: Option<String> = row.try_get("names").map_err(db)?;
-            let filter = match names {
-                None => MessageFilter::All,
-                Some(json) => MessageFilter::Names(
-                    serde_json::from_str(&json).map_err(|e| corrupt("subscription filter", e))?,
-                ),
-            };
-            let matching: Vec<&Outgoing> = messages
-                .iter()
-                .filter(|m| filter.matches(&m.payload.name))
-                .collect();
-            if matching.is_empty() {
-                continue;
-            }
-            let queue = subscription_queue(topic, &subscription);
-            let copies: Vec<Outgoing> = matching
-                .into_iter()
-                .map(|m| Outgoing {
-                    message_id: m.message_id.clone(),
-                    session_id: m.session_id.clone(),
-                    payload: m.payload.clone(),
-                    metadata: m.metadata.clone(),
-                    visible_at: m.visible_at,
-                    expires_at: m.expires_at,
-                })
-                .collect();
-            insert(&mut tx, &queue, &copies, now.timestamp_micros()).await?;
-            queues.push(queue);
-        }
-        tx.commit().await.map_err(db)?;
+        let topic_name = topic.to_owned();
+        // Several statements: in a savepoint, so a failure leaves no queue half-filled.
+        let queues = self
+            .write(
+                2,
+                Box::new(move |conn| {
+                    Box::pin(
+                        async move { fan_out(conn, &topic_name, &messages, now.timestamp_micros()).await },
+                    )
+                }),
+            )
+            .await?;
         for queue in queues {
             self.wake(&queue);
         }
