@@ -28,21 +28,22 @@ use conference_domain::seats_availability::SeatsAvailabilityHandler;
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
-    EventOutbox, EventStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter, MessageQueue, Metrics,
-    ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, QueueDepths, Relay, Repository, Result,
-    SharedClock, SharedLog, TopicBus, Topics,
+    EventOutbox, EventStore, InboxStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter,
+    MessageQueue, Metrics, ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, QueueDepths, Relay,
+    Repository, Result, SharedClock, SharedLog, TopicBus, Topics,
 };
 use tokio::sync::watch;
 
 use crate::documents::Documents;
 use crate::read_models::models;
 
-/// What a backend must offer: the event store with its outbox, the process store, the queues
-/// and topics with dead letters and depths.
+/// What a backend must offer: the event store with its outbox, the process store, the inbox,
+/// the queues and topics with dead letters and depths.
 pub trait Backend:
     EventStore
     + EventOutbox
     + ProcessStore
+    + InboxStore
     + MessageQueue
     + Topics
     + DeadLetters
@@ -58,6 +59,7 @@ impl<T> Backend for T where
     T: EventStore
         + EventOutbox
         + ProcessStore
+        + InboxStore
         + MessageQueue
         + Topics
         + DeadLetters
@@ -221,7 +223,7 @@ impl<S: Backend> System<S> {
         let mut worker = in_process(&store, &documents, &clock)?;
         let availability = Repository::new(store.clone())
             .with_mementos(MementoPolicy::new().cache(MementoCache::new(clock.clone())));
-        Arc::new(SeatsAvailabilityHandler::new(availability)).register(&mut worker)?;
+        Arc::new(SeatsAvailabilityHandler::new(availability)).register(&mut worker, store.clone())?;
         Arc::new(RegistrationRouter::new(store.clone(), bus.clone(), clock.clone())).register(&mut worker)?;
         Ok(Self {
             log: SharedLog::new(store.clone()),
@@ -393,6 +395,12 @@ impl<S: Backend> System<S> {
                     Ok(()) => {
                         failures = 0;
                         Duration::from_millis(250)
+                    }
+                    // Another process's runner committed this range first: nothing failed,
+                    // carry on from its checkpoint at once.
+                    Err(error) if error.is_conflict() => {
+                        tracing::debug!(projection = name, %error, "another runner committed first");
+                        continue;
                     }
                     Err(error) => {
                         failures += 1;

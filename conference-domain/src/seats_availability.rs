@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cqrs_core::{
-    Aggregate, CommandDispatcher, CommandHandler, EventStore, Metadata, Originator, Repository, Result, Root,
-    event_set,
+    Aggregate, CommandDispatcher, CommandHandler, EventStore, Inbox, InboxStore, Metadata, Originator,
+    Repository, Result, Root, event_set,
 };
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -264,17 +264,29 @@ impl<S: EventStore + 'static> SeatsAvailabilityHandler<S> {
         Self { availability }
     }
 
-    /// Registers the five commands with `dispatcher`.
+    /// Registers the five commands with `dispatcher`. `AddSeats` and `RemoveSeats` go through
+    /// an [`Inbox`] on `inbox`: they change counts, so a second delivery of one command (sent at
+    /// least once by the conference view's outbox, whose relay may send it again while the
+    /// first copy is on its way) must change nothing. The three reservation commands are
+    /// idempotent by their reservation id.
     ///
     /// # Errors
     /// When one of them already has a handler.
-    pub fn register(self: Arc<Self>, dispatcher: &mut CommandDispatcher) -> Result<()> {
+    pub fn register(
+        self: Arc<Self>,
+        dispatcher: &mut CommandDispatcher,
+        inbox: impl InboxStore + Clone,
+    ) -> Result<()> {
         dispatcher
             .register::<MakeSeatReservation, _>(self.clone())?
             .register::<CancelSeatReservation, _>(self.clone())?
             .register::<CommitSeatReservation, _>(self.clone())?
-            .register::<AddSeats, _>(self.clone())?
-            .register::<RemoveSeats, _>(self)?;
+            .register::<AddSeats, _>(Inbox::new(
+                "SeatsAvailability/AddSeats",
+                self.clone(),
+                inbox.clone(),
+            ))?
+            .register::<RemoveSeats, _>(Inbox::new("SeatsAvailability/RemoveSeats", self, inbox))?;
         Ok(())
     }
 

@@ -84,7 +84,7 @@ impl System {
         let availability = Repository::new(store.clone())
             .with_mementos(MementoPolicy::new().cache(MementoCache::new(shared.clone())));
         Arc::new(SeatsAvailabilityHandler::new(availability))
-            .register(&mut remote)
+            .register(&mut remote, Arc::new(cqrs_memory::MemoryInbox::new()))
             .unwrap();
         router.clone().register(&mut remote).unwrap();
         let config = ProcessorConfig {

@@ -173,6 +173,38 @@ fn cancel_and_commit_act_only_on_pending_reservations() {
 }
 
 #[tokio::test]
+async fn a_seat_count_command_delivered_twice_counts_once() {
+    let store = Arc::new(MemoryEventStore::new());
+    let mut dispatcher = cqrs_core::CommandDispatcher::new();
+    Arc::new(SeatsAvailabilityHandler::new(Repository::new(store.clone())))
+        .register(&mut dispatcher, Arc::new(cqrs_memory::MemoryInbox::new()))
+        .unwrap();
+    let (conference, seat_type) = (Uuid::now_v7(), Uuid::now_v7());
+    let add = cqrs_core::Envelope::command(AddSeats::new(conference, seat_type, 5));
+    let remove = cqrs_core::Envelope::command(RemoveSeats::new(conference, seat_type, 2));
+    for envelope in [&add, &add, &remove, &remove, &add] {
+        cqrs_core::MessageHandler::handle(&dispatcher, envelope)
+            .await
+            .unwrap();
+    }
+    let availability = Repository::<SeatsAvailability, _>::new(store.clone())
+        .get(conference)
+        .await
+        .unwrap();
+    assert_eq!(
+        availability.remaining(seat_type),
+        Some(3),
+        "5 added once, 2 removed once"
+    );
+    let stream = StreamId::for_aggregate("SeatsAvailability", conference);
+    assert_eq!(
+        store.load(&stream, 0).await.unwrap().len(),
+        2,
+        "the duplicates appended nothing"
+    );
+}
+
+#[tokio::test]
 async fn the_handler_creates_on_add_and_requires_the_aggregate_otherwise() {
     let store = Arc::new(MemoryEventStore::new());
     let handler = SeatsAvailabilityHandler::new(Repository::new(store.clone()));
