@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{FormErrors, Page, PageError, date, money, render, render_with, see_other};
+use super::{FormErrors, Page, PageError, date, money, read, render, render_with, see_other};
 use crate::api::admin::{self, NewConference, SeatTypeForm};
 use crate::api::{ApiError, App};
 use crate::system::Backend;
@@ -127,7 +127,7 @@ struct RefundJson {
 
 async fn refunds<S: Backend>(app: &App<S>, headers: &HeaderMap) -> Result<Vec<RefundRow>, PageError> {
     let axum::Json(value) = admin::refunds(State(app.clone()), bearer(headers)).await?;
-    let refunds: Vec<RefundJson> = serde_json::from_value(value).map_err(cqrs_core::Error::permanent)?;
+    let refunds: Vec<RefundJson> = read(value)?;
     Ok(refunds
         .into_iter()
         .map(|r| RefundRow {
@@ -324,9 +324,9 @@ async fn conference_page_of<S: Backend>(
     let api = bearer(headers);
     let axum::Json(value) =
         admin::conference_details(State(app.clone()), api.clone(), Ok(Path(code.to_owned()))).await?;
-    let conference: ConferenceJson = serde_json::from_value(value).map_err(cqrs_core::Error::permanent)?;
+    let conference: ConferenceJson = read(value)?;
     let axum::Json(value) = admin::orders(State(app.clone()), api, Ok(Path(code.to_owned()))).await?;
-    let orders: Vec<AdminOrder> = serde_json::from_value(value).map_err(cqrs_core::Error::permanent)?;
+    let orders: Vec<AdminOrder> = read(value)?;
     let order_ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
     let refunds = refunds(app, headers)
         .await?

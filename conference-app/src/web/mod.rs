@@ -201,6 +201,11 @@ impl FormErrors {
     }
 }
 
+/// Reads an API handler's JSON answer into a page's view of it.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, PageError> {
+    serde_json::from_value(value).map_err(|error| PageError::from(cqrs_core::Error::permanent(error)))
+}
+
 /// Money as shown: `$1,234.50`-style without the currency sign, two decimals.
 pub(crate) fn money(amount: Decimal) -> String {
     let amount = amount.round_dp(2);

@@ -12,49 +12,35 @@ use conference_domain::read_model::{OrderSeatsStore, PricedOrderStore};
 use conference_domain::values::PersonalInfo;
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{FormErrors, Page, PageError, date, money, refreshing, render, render_with, see_other};
-use crate::api::orders::{self, Attendee, Locate, PlaceOrder, Registrant, SeatRequest, Wait};
+use super::{FormErrors, Page, PageError, date, money, read, refreshing, render, render_with, see_other};
+use crate::api::orders::{
+    self, Attendee, ConferenceSummary, Locate, PlaceOrder, Registrant, SeatRequest, Wait,
+};
 use crate::api::{ApiError, App, LONG_POLL};
 use crate::read_models::models;
 use crate::system::Backend;
 
-/// Reads an API answer into the page's view of it.
-fn read<T: DeserializeOwned>(value: Value) -> Result<T, PageError> {
-    serde_json::from_value(value).map_err(|error| PageError::from(cqrs_core::Error::permanent(error)))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The conference list
-
-#[derive(Debug, Deserialize)]
-struct ConferenceItem {
-    code: String,
-    name: String,
-    description: String,
-    location: String,
-    start_date: DateTime<Utc>,
-}
 
 #[derive(Template)]
 #[template(path = "conferences.html")]
 struct ConferencesPage {
-    conferences: Vec<ConferenceItem>,
+    conferences: Vec<ConferenceSummary>,
 }
 
-impl ConferenceItem {
-    fn when(&self) -> String {
-        date(self.start_date)
+impl ConferencesPage {
+    fn when(conference: &ConferenceSummary) -> String {
+        date(conference.start_date)
     }
 }
 
 /// `GET /`: the published conferences.
 pub(super) async fn home<S: Backend>(State(app): State<App<S>>) -> Page {
-    let axum::Json(list) = orders::conferences(State(app)).await?;
-    let conferences = read(serde_json::to_value(list).map_err(cqrs_core::Error::permanent)?)?;
+    let axum::Json(conferences) = orders::conferences(State(app)).await?;
     Ok(render(&ConferencesPage { conferences }))
 }
 
