@@ -15,8 +15,8 @@ use conference_domain::commands::{
 use conference_domain::order::Order;
 use conference_domain::payments::ThirdPartyProcessorPayment;
 use conference_domain::read_model::{
-    ConferenceQueries, ConferenceViewStore, DraftOrder, DraftOrderState, DraftOrderStore, OrderSeatsStore,
-    PaymentStore, PricedOrder, PricedOrderStore,
+    ConferenceQueries, ConferenceView, ConferenceViewStore, DraftOrder, DraftOrderState, DraftOrderStore,
+    OrderSeatsStore, PaymentStore, PricedOrder, PricedOrderStore,
 };
 use conference_domain::values::{INVALID_EMAIL, PersonalInfo, SeatQuantity, is_valid_email};
 use cqrs_core::{Aggregate, Command, CommandBus, Envelope, EventReader, Repository, StreamId};
@@ -65,19 +65,26 @@ pub(crate) async fn conferences<S: Backend>(
     ))
 }
 
+/// The published conference `code`, through the public cache.
+async fn published_conference<S: Backend>(app: &App<S>, code: &str) -> Answer<ConferenceView> {
+    app.system
+        .conferences
+        .conference_details(code)
+        .await?
+        .filter(|c| c.is_published)
+        .ok_or_else(|| ApiError::not_found(format!("No published conference `{code}`.")))
+}
+
 /// `GET /api/conferences/{code}`.
 pub(crate) async fn conference<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Answer<Json<Value>> {
     let Path(code) = path?;
-    let queries = &app.system.conferences;
-    let conference = queries
-        .conference_details(&code)
-        .await?
-        .filter(|c| c.is_published)
-        .ok_or_else(|| ApiError::not_found(format!("No published conference `{code}`.")))?;
-    let seat_types: Vec<Value> = queries
+    let conference = published_conference(&app, &code).await?;
+    let seat_types: Vec<Value> = app
+        .system
+        .conferences
         .published_seat_types(conference.id)
         .await?
         .into_iter()
@@ -126,13 +133,8 @@ pub(crate) async fn place<S: Backend>(
 ) -> Answer<(StatusCode, Json<Value>)> {
     let Path(code) = path?;
     let Json(request) = body?;
-    let queries = &app.system.conferences;
-    let conference = queries
-        .conference_details(&code)
-        .await?
-        .filter(|c| c.is_published)
-        .ok_or_else(|| ApiError::not_found(format!("No published conference `{code}`.")))?;
-    let seat_types = queries.published_seat_types(conference.id).await?;
+    let conference = published_conference(&app, &code).await?;
+    let seat_types = app.system.conferences.published_seat_types(conference.id).await?;
 
     let mut fields = Vec::new();
     for (i, line) in request.seats.iter().enumerate() {
@@ -511,7 +513,7 @@ pub(crate) async fn locate<S: Backend>(
 }
 
 /// The seat-assignments id of a confirmed order.
-async fn assignments_of<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<Uuid> {
+pub(crate) async fn assignments_of<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<Uuid> {
     app.system
         .documents
         .priced_order(order_id)

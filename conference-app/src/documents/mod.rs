@@ -180,6 +180,28 @@ pub struct Documents {
     announce: Option<Arc<str>>,
 }
 
+/// The `NOTIFY` payload of a commit in `schema`: the schema, then the checkpoint's name and
+/// position when the commit moved one, each on a line.
+fn announcement(schema: &str, checkpoint: Option<(&str, u64)>) -> String {
+    match checkpoint {
+        Some((name, position)) => format!("{schema}\n{name}\n{position}"),
+        None => schema.to_owned(),
+    }
+}
+
+/// Reads an [`announcement`]: `None` when it is another schema's, else the checkpoint it
+/// names, if any.
+fn read_announcement<'a>(payload: &'a str, schema: &str) -> Option<Option<(&'a str, u64)>> {
+    let mut lines = payload.lines();
+    if lines.next() != Some(schema) {
+        return None;
+    }
+    Some(match (lines.next(), lines.next().map(str::parse::<u64>)) {
+        (Some(name), Some(Ok(position))) => Some((name, position)),
+        _ => None,
+    })
+}
+
 /// The name a model's generation is stored under.
 pub fn physical_name(model: &str, generation: i64) -> String {
     if generation == 0 {
@@ -252,15 +274,9 @@ impl Documents {
             loop {
                 match listener.recv().await {
                     Ok(notification) => {
-                        let mut lines = notification.payload().lines();
-                        if lines.next() != Some(schema.as_str()) {
-                            continue;
+                        if let Some(checkpoint) = read_announcement(notification.payload(), &schema) {
+                            changes.committed_elsewhere(checkpoint);
                         }
-                        let checkpoint = match (lines.next(), lines.next().map(str::parse::<u64>)) {
-                            (Some(name), Some(Ok(position))) => Some((name, position)),
-                            _ => None,
-                        };
-                        changes.committed_elsewhere(checkpoint);
                     }
                     Err(error) => {
                         // Commits may have gone unannounced meanwhile.
@@ -568,13 +584,9 @@ impl Documents {
                 }
             }
             if let Some(schema) = &self.announce {
-                let payload = match &checkpoint {
-                    Some(c) => format!("{schema}\n{}\n{}", c.name, c.position),
-                    None => schema.to_string(),
-                };
                 sqlx::query(NOTIFY_COMMIT)
                     .bind(COMMITS_CHANNEL)
-                    .bind(payload)
+                    .bind(announcement(schema, checkpoint.map(|c| (c.name, c.position))))
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
@@ -592,12 +604,12 @@ impl Documents {
     /// it, and on PostgreSQL so do the other processes' (best effort: a lost announcement
     /// only delays a waiter until the next one).
     async fn applied(&self, checkpoint: &str, position: u64) {
-        self.changes.checkpoint_reached(checkpoint, position);
-        self.changes.committed(None, std::iter::empty());
+        self.changes
+            .committed(Some((checkpoint, position)), std::iter::empty());
         if let (Some(schema), Db::Postgres(pool)) = (&self.announce, &self.db) {
             let announced = sqlx::query(NOTIFY_COMMIT)
                 .bind(COMMITS_CHANNEL)
-                .bind(format!("{schema}\n{checkpoint}\n{position}"))
+                .bind(announcement(schema, Some((checkpoint, position))))
                 .execute(pool)
                 .await;
             if let Err(error) = announced {
@@ -803,5 +815,19 @@ impl<H: MessageHandler> MessageHandler for PerEvent<H> {
             overlay.committed.extend(current);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_name_their_schema_and_checkpoint() {
+        let with = announcement("s1", Some(("draft_order@2", 42)));
+        assert_eq!(read_announcement(&with, "s1"), Some(Some(("draft_order@2", 42))));
+        assert_eq!(read_announcement(&with, "s2"), None, "another schema's");
+        assert_eq!(read_announcement(&announcement("s1", None), "s1"), Some(None));
+        assert_eq!(read_announcement("s1\nname\nnot-a-number", "s1"), Some(None));
     }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use conference_domain::commands::MAX_SEATS_PER_TYPE;
-use conference_domain::read_model::{OrderSeatsStore, PricedOrderStore};
+use conference_domain::read_model::OrderSeatsStore;
 use conference_domain::values::PersonalInfo;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -694,10 +694,8 @@ pub(super) async fn assign_seat<S: Backend>(
         email: form.email.clone(),
     };
     let documents = &app.system.documents;
-    let assignments = documents
-        .priced_order(order_id)
-        .await?
-        .and_then(|p| p.assignments_id);
+    // No seats yet: the API's call below answers why.
+    let assignments = orders::assignments_of(&app, order_id).await.ok();
     let mut watch = assignments.map(|id| documents.watch(&[models::ORDER_SEATS], &id.to_string()));
     if let Some(watch) = &mut watch {
         watch.mark_seen();
