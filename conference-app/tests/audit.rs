@@ -1,5 +1,7 @@
 //! `audit` finds each kind of broken invariant, and leaves in-flight follow-ups alone.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use conference_domain::payments::{PaymentCompleted, ThirdPartyProcessorPayment};
 use conference_domain::seats_availability::{AvailableSeatsChanged, SeatsAvailability, SeatsReserved};
 use conference_domain::values::{Money, SeatQuantity};
 use cqrs_core::{Clock, ManualClock, Repository, Root};
-use cqrs_sql::{SqliteOptions, SqliteStore};
+use cqrs_sql::SqliteStore;
 use uuid::Uuid;
 
 struct Log {
@@ -21,14 +23,7 @@ struct Log {
 }
 
 async fn log() -> Log {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::starting_now());
-    let store = SqliteStore::open_with(SqliteOptions::new(dir.path().join("events.db")).clock(clock.clone()))
-        .await
-        .unwrap();
-    let documents = Documents::open_sqlite(&dir.path().join("read_models.db"))
-        .await
-        .unwrap();
+    let (store, documents, clock, dir) = support::sqlite_files().await;
     Log {
         store,
         documents,

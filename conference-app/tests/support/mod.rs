@@ -184,7 +184,8 @@ impl<S: Backend> Harness<S> {
     }
 }
 
-pub async fn sqlite() -> Harness<SqliteStore> {
+/// A fresh event store and read-model file in a temporary directory, on a manual clock.
+pub async fn sqlite_files() -> (SqliteStore, Documents, Arc<ManualClock>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::starting_now());
     let store = SqliteStore::open_with(SqliteOptions::new(dir.path().join("events.db")).clock(clock.clone()))
@@ -193,6 +194,11 @@ pub async fn sqlite() -> Harness<SqliteStore> {
     let documents = Documents::open_sqlite(&dir.path().join("read_models.db"))
         .await
         .unwrap();
+    (store, documents, clock, dir)
+}
+
+pub async fn sqlite() -> Harness<SqliteStore> {
+    let (store, documents, clock, dir) = sqlite_files().await;
     Harness::start(store, documents, clock, Some(dir))
 }
 
