@@ -31,7 +31,14 @@ async fn event_store() {
     conformance::event_store(&store).await;
 }
 
-#[tokio::test]
+/// On a multi-thread runtime the event log's direct SQLite calls run in `block_in_place`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_store_on_a_multi_thread_runtime() {
+    let (_dir, store) = store().await;
+    conformance::event_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_fails_only_the_conflicting_append() {
     let (_dir, store) = store().await;
     let (batches, appends) = store.group_commit_stats().unwrap();

@@ -7,11 +7,10 @@ use cqrs_core::{
     AppendResult, Error, EventAppender, EventMetadata, EventOutbox, EventReader, ExpectedVersion, NewEvent,
     Payload, Result, SharedClock, Snapshot, SnapshotStore, StoredEvent, StreamId,
 };
-use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Notify;
 
-use super::{SqliteStore, codec, sql, timestamp};
+use super::{SqliteStore, codec, direct, sql, timestamp};
 use crate::error::{corrupt, db};
 use crate::group::{self, AppendRequest, BatchWriter};
 
@@ -26,50 +25,71 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-fn event(row: &SqliteRow) -> Result<StoredEvent> {
-    let event_id: String = row.try_get("event_id").map_err(db)?;
-    let metadata: String = row.try_get("metadata").map_err(db)?;
+/// One event from a row of [`sql::LOAD_STREAM`]'s columns, in their order.
+fn event(row: &rusqlite::Row<'_>) -> Result<StoredEvent> {
+    fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize, what: &str) -> Result<&'r str> {
+        row.get_ref(column)
+            .map_err(direct::error)?
+            .as_str()
+            .map_err(|e| corrupt(what, e))
+    }
+    fn integer(row: &rusqlite::Row<'_>, column: usize, what: &str) -> Result<i64> {
+        row.get_ref(column)
+            .map_err(direct::error)?
+            .as_i64()
+            .map_err(|e| corrupt(what, e))
+    }
+    let payload = row.get_ref(8).map_err(direct::error)?;
     Ok(StoredEvent {
-        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event id", e))?,
-        stream_id: StreamId::new(row.try_get::<String, _>("stream_id").map_err(db)?),
-        stream_type: row.try_get("stream_type").map_err(db)?,
-        version: row.try_get("version").map_err(db)?,
-        position: row.try_get::<i64, _>("position").map_err(db)? as u64,
+        position: integer(row, 0, "position")? as u64,
+        event_id: Uuid::parse_str(text(row, 1, "event id")?).map_err(|e| corrupt("event id", e))?,
+        stream_id: StreamId::new(text(row, 2, "stream id")?),
+        stream_type: text(row, 3, "stream type")?.to_owned(),
+        version: integer(row, 4, "version")?,
         payload: Payload {
-            name: row.try_get("name").map_err(db)?,
-            schema_version: row.try_get::<i64, _>("schema_version").map_err(db)? as u32,
-            codec: codec(row, "codec")?,
-            bytes: row.try_get::<Vec<u8>, _>("payload").map_err(db)?.into(),
+            name: text(row, 5, "event name")?.to_owned(),
+            schema_version: integer(row, 6, "schema version")? as u32,
+            codec: text(row, 7, "codec tag")?
+                .parse()
+                .map_err(|e| corrupt("codec tag", e))?,
+            bytes: payload
+                .as_blob()
+                .map_err(|e| corrupt("payload", e))?
+                .to_vec()
+                .into(),
         },
-        metadata: serde_json::from_str::<EventMetadata>(&metadata)
+        metadata: serde_json::from_str::<EventMetadata>(text(row, 9, "event metadata")?)
             .map_err(|e| corrupt("event metadata", e))?,
-        recorded_at: timestamp(row.try_get("recorded_at").map_err(db)?)?,
+        recorded_at: timestamp(integer(row, 10, "recorded time")?)?,
     })
 }
 
-fn events(rows: &[SqliteRow]) -> Result<Vec<StoredEvent>> {
-    rows.iter().map(event).collect()
+impl SqliteStore {
+    /// Runs a query of the event columns on a reader, decoding the rows as they are stepped.
+    async fn read_events(&self, query: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEvent>> {
+        let mut conn = self.reader().acquire().await.map_err(db)?;
+        direct::run(&mut conn, |sqlite| {
+            let mut statement = sqlite.prepare(query).map_err(direct::error)?;
+            let mut rows = statement.query(params).map_err(direct::error)?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(direct::error)? {
+                events.push(event(row)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
 }
 
 impl EventReader for SqliteStore {
     async fn load(&self, stream: &StreamId, from_version: i64) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(sql::LOAD_STREAM)
-            .bind(stream.as_str())
-            .bind(from_version)
-            .fetch_all(self.reader())
+        self.read_events(sql::LOAD_STREAM, (stream.as_str(), from_version))
             .await
-            .map_err(db)?;
-        events(&rows)
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(sql::READ_ALL)
-            .bind(after as i64)
-            .bind(limit as i64)
-            .fetch_all(self.reader())
+        self.read_events(sql::READ_ALL, (after as i64, limit as i64))
             .await
-            .map_err(db)?;
-        events(&rows)
     }
 }
 
@@ -289,12 +309,7 @@ impl EventAppender for SqliteStore {
 
 impl EventOutbox for SqliteStore {
     async fn unpublished(&self, limit: usize) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(sql::UNPUBLISHED)
-            .bind(limit as i64)
-            .fetch_all(self.reader())
-            .await
-            .map_err(db)?;
-        events(&rows)
+        self.read_events(sql::UNPUBLISHED, [limit as i64]).await
     }
 
     async fn mark_published(&self, stream: &StreamId, version: i64) -> Result<()> {

@@ -2,6 +2,7 @@
 
 mod batch;
 mod checkpoints;
+mod direct;
 mod events;
 mod processes;
 mod sql;

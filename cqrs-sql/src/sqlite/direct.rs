@@ -1,0 +1,56 @@
+//! Direct SQLite calls for reading the event log: the rows of a stream, of the global log and
+//! of the outbox are stepped through `rusqlite` on the handle of a sqlx connection, locked out
+//! of sqlx's worker thread while they are read.
+//!
+//! sqlx runs each statement on a worker thread of its own and sends every row back through a
+//! channel, duplicating every column value on the way. Loading a 10,000-event stream that way
+//! took 35 ms, a third of it allocation and a fifth thread hand-offs; read directly, 8 ms.
+//! Writes stay on sqlx: an append returns a row or two, and the direct path measured no faster
+//! there (the durable commit dominates, and sqlx keeps its statements prepared).
+//!
+//! This module holds the crate's only `unsafe` line: wrapping the locked handle in a
+//! `rusqlite::Connection` that does not own it.
+
+use cqrs_core::{Error, Result};
+use rusqlite::Connection;
+use rusqlite::ErrorCode;
+use sqlx::SqliteConnection;
+
+use crate::error::db;
+
+/// Runs `work` with a `rusqlite` connection on `conn`'s handle, locked for the duration.
+///
+/// The work runs on the calling thread: inside `block_in_place` on a multi-thread tokio
+/// runtime (it may wait for the disk), inline on a current-thread one.
+pub(super) async fn run<T>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    let mut locked = conn.lock_handle().await.map_err(db)?;
+    let raw = locked.as_raw_handle();
+    blocking(|| {
+        // SAFETY: `raw` is the open handle of `conn`, and `locked` keeps sqlx's worker thread
+        // off it until after `direct` is dropped at the end of this closure. `from_handle`
+        // does not take ownership: dropping `direct` finalizes only the statements it
+        // prepared and leaves the handle open for sqlx.
+        #[allow(unsafe_code)]
+        let direct = unsafe { Connection::from_handle(raw.as_ptr()) }.map_err(error)?;
+        work(&direct)
+    })
+}
+
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Classifies a `rusqlite` failure like [`db`] classifies sqlx's: a busy or locked database
+/// is transient, the rest permanent.
+pub(super) fn error(error: rusqlite::Error) -> Error {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::transient(error),
+        _ => Error::permanent(error),
+    }
+}
