@@ -28,10 +28,12 @@ use conference_domain::seats_availability::SeatsAvailabilityHandler;
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
-    EventOutbox, EventStore, InboxStore, LocalFirst, MementoCache, MementoPolicy, MessageFilter,
+    EventOutbox, EventStore, InboxStore, Leases, LocalFirst, MementoCache, MementoPolicy, MessageFilter,
     MessageQueue, Metrics, ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, QueueDepths, Relay,
-    Repository, Result, SharedClock, SharedLog, TopicBus, Topics,
+    Repository, Result, SharedClock, SharedLog, TopicBus, Topics, run_under_lease,
 };
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use crate::documents::Documents;
@@ -48,6 +50,7 @@ pub trait Backend:
     + Topics
     + DeadLetters
     + QueueDepths
+    + Leases
     + Clone
     + Send
     + Sync
@@ -64,11 +67,31 @@ impl<T> Backend for T where
         + Topics
         + DeadLetters
         + QueueDepths
+        + Leases
         + Clone
         + Send
         + Sync
         + 'static
 {
+}
+
+/// How often a worker tries to take a lease held elsewhere: how long a publisher, relay or
+/// projection stays without a runner after its holder died.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs `role` under the lease `name` (see [`run_under_lease`]) until `shutdown`.
+async fn singleton<L, R, F>(
+    leases: L,
+    name: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    role: R,
+) -> Result<()>
+where
+    L: Leases,
+    R: FnMut(BoxFuture<'static, ()>) -> F + Send,
+    F: Future<Output = Result<()>> + Send,
+{
+    run_under_lease(&leases, &name, LEASE_RETRY, shutdown, role).await
 }
 
 /// Sets the `conference_dead_letters` gauge and one `conference_queue_depth` gauge per queue;
@@ -338,15 +361,15 @@ impl<S: Backend> System<S> {
         }
     }
 
-    /// The loop of projection `name`: catches up whenever events are published (and every
-    /// 250 ms), and moves to a new generation of its models when a rebuild switches to it.
+    /// The loop of projection `name`, started anew each time this worker takes its lease: it
+    /// catches up whenever events are published (and every 250 ms), moves to a new generation
+    /// of its models when a rebuild switches to it, and returns when `stop` resolves.
     fn projection_runner(
         &self,
         name: &'static str,
         models: &'static [&'static str],
-        done: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-        let build = {
+    ) -> impl FnMut(BoxFuture<'static, ()>) -> BoxFuture<'static, Result<()>> + Send + 'static {
+        let build = Arc::new({
             let log = self.log.clone();
             let documents = self.documents.clone();
             let system = self.projection_factory();
@@ -366,14 +389,21 @@ impl<S: Backend> System<S> {
                 .filter(filter);
                 Ok((catch_up, unit, checkpoint))
             }
-        };
+        });
         let documents = self.documents.clone();
         let log = self.log.clone();
-        let mut published = self.published.subscribe();
+        let published = self.published.subscribe();
         let model = models[0];
-        let mut generation = documents.generation(model);
-        let (mut catch_up, mut unit, mut checkpoint) = build(generation)?;
-        Ok(async move {
+        move |done| {
+            let (build, documents, log, mut published) = (
+                Arc::clone(&build),
+                documents.clone(),
+                log.clone(),
+                published.clone(),
+            );
+            async move {
+            let mut generation = documents.generation(model);
+            let (mut catch_up, mut unit, mut checkpoint) = build(generation)?;
             tokio::pin!(done);
             let mut failures = 0;
             loop {
@@ -415,7 +445,9 @@ impl<S: Backend> System<S> {
                     () = &mut done => return Ok(()),
                 }
             }
-        })
+            }
+            .boxed()
+        }
     }
 
     /// Runs the workers until `shutdown`: the command queue, the event subscriptions, the
@@ -457,7 +489,7 @@ impl<S: Backend> System<S> {
             let done = stopped();
             tasks.spawn(async move { processor.run_until(done).await });
         }
-        let publisher = Publisher::new(
+        let publisher = Arc::new(Publisher::new(
             self.store.clone(),
             Announcing {
                 inner: TopicBus::new(self.store.clone(), EVENTS),
@@ -465,18 +497,41 @@ impl<S: Backend> System<S> {
                 log: self.log.clone(),
             },
             self.clock.clone(),
-        );
-        tasks.spawn({
-            let done = stopped();
-            async move { publisher.run_until(done).await }
-        });
-        let relay = Relay::new(self.store.clone(), self.bus.clone(), self.clock.clone());
-        tasks.spawn({
-            let done = stopped();
-            async move { relay.run_until(done).await }
-        });
+        ));
+        // One publisher, one relay and one runner per projection among all the workers: each
+        // runs under a lease, and another worker takes over when its holder stops or dies.
+        let leases = self.store.clone();
+        tasks.spawn(singleton(
+            leases.clone(),
+            "publisher".to_owned(),
+            stopped(),
+            move |stop| {
+                let publisher = Arc::clone(&publisher);
+                async move { publisher.run_until(stop).await }
+            },
+        ));
+        let relay = Arc::new(Relay::new(
+            self.store.clone(),
+            self.bus.clone(),
+            self.clock.clone(),
+        ));
+        tasks.spawn(singleton(
+            leases.clone(),
+            "relay".to_owned(),
+            stopped(),
+            move |stop| {
+                let relay = Arc::clone(&relay);
+                async move { relay.run_until(stop).await }
+            },
+        ));
         for (name, models) in PROJECTIONS {
-            tasks.spawn(self.projection_runner(name, models, stopped())?);
+            let runner = self.projection_runner(name, models);
+            tasks.spawn(singleton(
+                leases.clone(),
+                format!("projection:{name}"),
+                stopped(),
+                runner,
+            ));
         }
         tasks.spawn(self.refresh_generations(stopped()));
 

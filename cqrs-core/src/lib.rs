@@ -14,6 +14,7 @@
 //! | transport | [`MessageQueue`], [`Topics`], [`DeadLetters`], [`Processor`], [`AdaptiveLimit`] |
 //! | outboxes | [`Publisher`] (events), [`ProcessRepository`] and [`Relay`] (process commands) |
 //! | subscriptions | [`CatchUp`] (read the log from a checkpoint), [`CheckpointStore`], [`SharedLog`] (one read for several) |
+//! | singletons | [`Leases`], [`Lease`], [`run_under_lease`] (one process at a time runs a publisher, a relay, a projection) |
 //! | time | [`Clock`], [`SystemClock`], [`ManualClock`] |
 //!
 //! ## Example
@@ -113,6 +114,7 @@ mod dispatch;
 mod envelope;
 mod error;
 pub mod inbox;
+mod lease;
 mod limit;
 mod message;
 mod process;
@@ -139,6 +141,7 @@ pub use crate::dispatch::{
 pub use crate::envelope::{Envelope, Metadata, Source};
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::inbox::{Inbox, InboxStore};
+pub use crate::lease::{Lease, Leases, run_under_lease};
 pub use crate::limit::{AdaptiveLimit, LimitConfig, Permit};
 pub use crate::message::{AnyMessage, Command, Decoded, Message, Payload};
 pub use crate::process::{

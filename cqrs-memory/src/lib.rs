@@ -11,6 +11,7 @@
 //! | [`MemoryTransport`] | `MessageQueue`, `Topics`, `DeadLetters` (sessions, delays, expiry) |
 //! | [`MemoryInbox`] | `InboxStore` |
 //! | [`MemoryCheckpoints`] | `CheckpointStore` |
+//! | [`MemoryLeases`] | `Leases` (among the clones of one value) |
 //!
 //! All of them are cheap to clone (clones share state) and safe to use from many tasks. No lock
 //! is ever held across an `.await`.
@@ -41,6 +42,7 @@
 mod checkpoints;
 mod event_store;
 mod inbox;
+mod leases;
 mod process_store;
 mod snapshot_store;
 mod transport;
@@ -48,6 +50,7 @@ mod transport;
 pub use crate::checkpoints::MemoryCheckpoints;
 pub use crate::event_store::MemoryEventStore;
 pub use crate::inbox::MemoryInbox;
+pub use crate::leases::MemoryLeases;
 pub use crate::process_store::MemoryProcessStore;
 pub use crate::snapshot_store::MemorySnapshotStore;
 pub use crate::transport::MemoryTransport;

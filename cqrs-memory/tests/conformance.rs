@@ -33,3 +33,9 @@ async fn snapshots() {
 async fn process_store() {
     conformance::process_store(MemoryProcessStore::new()).await;
 }
+
+#[tokio::test]
+async fn leases() {
+    let leases = cqrs_memory::MemoryLeases::new();
+    conformance::leases(&leases, &leases.clone()).await;
+}

@@ -13,7 +13,8 @@
 //! other writes: queue settles, enqueues, outbox marks, process saves), `SnapshotStore`,
 //! `ProcessStore` (state and undispatched commands in one transaction), `InboxStore`,
 //! `CheckpointStore`, and the message transport `MessageQueue`, `Topics` and `DeadLetters`
-//! (sessions, delays, time to live, leases fenced by delivery count). Every backend passes the
+//! (sessions, delays, time to live, leases fenced by delivery count), and `Leases` (advisory
+//! locks on PostgreSQL, lock files on SQLite). Every backend passes the
 //! conformance suite of `cqrs_core::testing::conformance` unchanged. Design and operation:
 //! `docs/storage.md`.
 //!

@@ -268,3 +268,37 @@ async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
     let error = repo.get(Uuid::now_v7()).await.unwrap_err();
     assert!(error.is_transient(), "a closed pool is an outage: {error}");
 }
+
+/// Leases are advisory locks: two stores on one schema (as two processes would connect) see
+/// each other's, and a holder whose connection dies loses its lease to the next taker.
+#[tokio::test]
+async fn leases_are_exclusive_and_a_dead_holder_loses_its_lease() {
+    use cqrs_core::Leases;
+
+    let _shared = CLUSTER.read().await;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema("leases");
+    let open = || PgStore::connect_with(cqrs_sql::PgOptions::new(&url).schema(&schema));
+    let (store, other) = (open().await.unwrap(), open().await.unwrap());
+    conformance::leases(&store, &other).await;
+
+    let lease = store.try_acquire("relay").await.unwrap().expect("a free lease");
+    assert!(other.try_acquire("relay").await.unwrap().is_none());
+    // The holder's connection dies, as when its process is killed.
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' \
+         AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)",
+    )
+    .bind(format!("cqrs-lease:{schema}:relay"))
+    .fetch_all(other.pool())
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true], "one backend held the lock");
+    tokio::time::timeout(Duration::from_secs(10), lease.lost())
+        .await
+        .expect("the holder learns that it lost the lease");
+    let taken = other.try_acquire("relay").await.unwrap();
+    assert!(taken.is_some(), "another holder takes the lease over");
+}

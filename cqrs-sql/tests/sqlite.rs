@@ -215,3 +215,14 @@ async fn inbox_records_commit_with_the_handlers_transaction() {
     store.mark_processed("projection", "m-1").await.unwrap();
     assert!(!store.is_processed("other", "m-1").await.unwrap(), "per handler");
 }
+
+/// Leases are lock files next to the database: two stores on one file (as two processes would
+/// open it) see each other's.
+#[tokio::test]
+async fn leases() {
+    let (dir, store) = store().await;
+    let other = SqliteStore::open(dir.path().join("conformance.db"))
+        .await
+        .expect("the database opens twice");
+    conformance::leases(&store, &other).await;
+}

@@ -926,3 +926,49 @@ impl MessageHandler for Recorder {
         Ok(())
     }
 }
+
+/// Leases: a name is held by one holder at a time, released when the holder drops it, and
+/// names are independent. `other` is a second handle on the same backend (a second process
+/// would use its own), which must see the first handle's leases.
+pub async fn leases<L: crate::Leases>(leases: &L, other: &L) {
+    use futures::FutureExt;
+
+    let name = format!("conformance-{}", Uuid::now_v7());
+    let first = leases
+        .try_acquire(&name)
+        .await
+        .expect("the backend answers")
+        .expect("a free lease is granted");
+    assert_eq!(first.name(), name);
+    assert!(first.lost().now_or_never().is_none(), "a fresh lease is held");
+    assert!(
+        other
+            .try_acquire(&name)
+            .await
+            .expect("the backend answers")
+            .is_none(),
+        "a held lease is refused to another holder"
+    );
+    assert!(
+        leases
+            .try_acquire(&name)
+            .await
+            .expect("the backend answers")
+            .is_none(),
+        "a held lease is refused to its own backend too"
+    );
+    let second_name = format!("{name}-other");
+    let second = other
+        .try_acquire(&second_name)
+        .await
+        .expect("the backend answers")
+        .expect("another name is independent");
+    drop(first);
+    let again = other
+        .try_acquire(&name)
+        .await
+        .expect("the backend answers")
+        .expect("a released lease is granted again");
+    assert!(again.lost().now_or_never().is_none());
+    drop((again, second));
+}

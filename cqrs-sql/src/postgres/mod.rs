@@ -2,6 +2,7 @@
 
 mod checkpoints;
 mod events;
+mod leases;
 mod processes;
 mod sql;
 mod transport;

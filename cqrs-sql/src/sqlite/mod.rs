@@ -4,6 +4,7 @@ mod batch;
 mod checkpoints;
 mod direct;
 mod events;
+mod leases;
 mod processes;
 mod sql;
 mod transport;
