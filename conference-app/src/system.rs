@@ -402,49 +402,49 @@ impl<S: Backend> System<S> {
                 published.clone(),
             );
             async move {
-            let mut generation = documents.generation(model);
-            let (mut catch_up, mut unit, mut checkpoint) = build(generation)?;
-            tokio::pin!(done);
-            let mut failures = 0;
-            loop {
-                let serving = documents.generation(model);
-                if serving != generation {
-                    tracing::info!(
-                        projection = name,
-                        generation = serving,
-                        "read model switched to a rebuilt generation"
-                    );
-                    generation = serving;
-                    (catch_up, unit, checkpoint) = build(generation)?;
+                let mut generation = documents.generation(model);
+                let (mut catch_up, mut unit, mut checkpoint) = build(generation)?;
+                tokio::pin!(done);
+                let mut failures = 0;
+                loop {
+                    let serving = documents.generation(model);
+                    if serving != generation {
+                        tracing::info!(
+                            projection = name,
+                            generation = serving,
+                            "read model switched to a rebuilt generation"
+                        );
+                        generation = serving;
+                        (catch_up, unit, checkpoint) = build(generation)?;
+                    }
+                    let caught_up = match catch_up.catch_up().await {
+                        Ok(_) => unit.store_skipped(&checkpoint, SKIPPED_CHECKPOINTS).await,
+                        Err(error) => Err(error),
+                    };
+                    let wait = match caught_up {
+                        Ok(()) => {
+                            failures = 0;
+                            Duration::from_millis(250)
+                        }
+                        // Another process's runner committed this range first: nothing failed,
+                        // carry on from its checkpoint at once.
+                        Err(error) if error.is_conflict() => {
+                            tracing::debug!(projection = name, %error, "another runner committed first");
+                            continue;
+                        }
+                        Err(error) => {
+                            failures += 1;
+                            tracing::error!(projection = name, %error, failures, "projection stopped at an event; retrying");
+                            Backoff::default().delay(failures)
+                        }
+                    };
+                    tokio::select! {
+                        _ = published.changed() => {}
+                        // Another process may have appended (and published) meanwhile.
+                        () = tokio::time::sleep(wait) => log.invalidate(),
+                        () = &mut done => return Ok(()),
+                    }
                 }
-                let caught_up = match catch_up.catch_up().await {
-                    Ok(_) => unit.store_skipped(&checkpoint, SKIPPED_CHECKPOINTS).await,
-                    Err(error) => Err(error),
-                };
-                let wait = match caught_up {
-                    Ok(()) => {
-                        failures = 0;
-                        Duration::from_millis(250)
-                    }
-                    // Another process's runner committed this range first: nothing failed,
-                    // carry on from its checkpoint at once.
-                    Err(error) if error.is_conflict() => {
-                        tracing::debug!(projection = name, %error, "another runner committed first");
-                        continue;
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        tracing::error!(projection = name, %error, failures, "projection stopped at an event; retrying");
-                        Backoff::default().delay(failures)
-                    }
-                };
-                tokio::select! {
-                    _ = published.changed() => {}
-                    // Another process may have appended (and published) meanwhile.
-                    () = tokio::time::sleep(wait) => log.invalidate(),
-                    () = &mut done => return Ok(()),
-                }
-            }
             }
             .boxed()
         }
