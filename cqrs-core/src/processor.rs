@@ -24,6 +24,14 @@ pub struct ProcessorConfig {
     pub max_deliveries: u32,
     /// The delay before a failed message is delivered again, by delivery count.
     pub backoff: Backoff,
+    /// How many times a handler that failed with a concurrency conflict is run again at once,
+    /// within the same delivery, before the message is abandoned to the backoff (default 3).
+    ///
+    /// A conflict means another writer (often another process, with this one's cached
+    /// aggregate out of date) got there first and nothing was written; the repository has
+    /// dropped its stale memento, so running again at once usually succeeds. Abandoning instead
+    /// would hold the message's session for the backoff delay and until a consumer polls again.
+    pub conflict_retries: u32,
     /// The most messages received in one call.
     pub batch_size: usize,
     /// How long an idle processor waits before polling again when no wake-up arrives.
@@ -36,6 +44,7 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
             max_deliveries: 5,
+            conflict_retries: 3,
             backoff: Backoff {
                 initial: Duration::from_millis(100),
                 ..Backoff::default()
@@ -245,10 +254,22 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
                 "expired: time to live elapsed before delivery".to_owned(),
             ));
         }
-        let outcome = AssertUnwindSafe(self.handler.handle(envelope))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(&*panic))));
+        let mut conflicts = 0;
+        let outcome = loop {
+            let outcome = AssertUnwindSafe(self.handler.handle(envelope))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(&*panic))));
+            match outcome {
+                Err(error) if error.is_conflict() && conflicts < self.config.conflict_retries => {
+                    conflicts += 1;
+                    tracing::debug!(queue = %self.queue, message = envelope.name(), %error, conflicts, "conflict; running the handler again");
+                    metrics::counter!("cqrs_processor_conflict_retries_total", "queue" => self.queue.clone())
+                        .increment(1);
+                }
+                outcome => break outcome,
+            }
+        };
         let Err(error) = outcome else { return Ok(()) };
         if error.is_undeliverable() {
             tracing::warn!(queue = %self.queue, message = envelope.name(), %error, "undeliverable; dead-lettered");

@@ -144,6 +144,56 @@ async fn a_handler_that_recovers_completes_the_message() {
     assert_eq!(transport.depth("q"), 0);
 }
 
+/// A conflict is run again at once, within the delivery; other failures, and conflicts past
+/// `conflict_retries`, wait for the backoff. The clock stands still and the backoff is an hour,
+/// so a message that was abandoned is not delivered again here.
+#[tokio::test]
+async fn conflicts_are_run_again_at_once_other_failures_wait_for_the_backoff() {
+    let conflict = || Error::Conflict {
+        stream: "s".into(),
+        expected: cqrs_core::ExpectedVersion::Exact(0),
+        actual: 1,
+    };
+    let clock = ManualClock::starting_now();
+    let patient = ProcessorConfig {
+        backoff: Backoff {
+            initial: Duration::from_secs(3600),
+            jitter: 0.0,
+            ..Backoff::default()
+        },
+        ..config()
+    };
+    let run = |handler| {
+        let transport = MemoryTransport::with_clock(clock.shared());
+        let processor =
+            Processor::with_config(transport.clone(), "q", handler, clock.shared(), patient.clone());
+        async move {
+            transport
+                .enqueue("q", vec![Envelope::command(Work::new(1))])
+                .await
+                .unwrap();
+            processor.process_available().await.unwrap();
+            transport.depth("q")
+        }
+    };
+
+    let (handler, calls) = counted(move |call, _| if call < 3 { Err(conflict()) } else { Ok(()) });
+    assert_eq!(run(handler).await, 0, "completed in its first delivery");
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "three conflicts, then success");
+
+    let (handler, calls) = counted(move |_, _| Err(conflict()));
+    assert_eq!(run(handler).await, 1, "abandoned after the retries");
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "the first run and three retries");
+
+    let (handler, calls) = counted(|_, _| Err(Error::transient("database is down")));
+    assert_eq!(run(handler).await, 1, "abandoned to the backoff");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a transient failure is not run again at once"
+    );
+}
+
 #[tokio::test]
 async fn a_panicking_handler_is_retried_and_dead_lettered_not_fatal() {
     let transport = MemoryTransport::new();
