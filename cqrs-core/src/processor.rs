@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -63,6 +64,8 @@ struct Inner<Q, H> {
     config: ProcessorConfig,
     clock: SharedClock,
     limit: AdaptiveLimit,
+    /// Set while a run drains its tasks after shutdown: they stop following their sessions.
+    stopping: AtomicBool,
 }
 
 /// Pulls from one queue and dispatches each message to a [`MessageHandler`].
@@ -73,7 +76,9 @@ struct Inner<Q, H> {
 /// - **Dead letters**: after `max_deliveries` failed deliveries; at once for a message that
 ///   cannot be decoded or has no handler; unprocessed for one whose time to live ran out.
 /// - **Sessions** run serially inside (the transport hands out one message per session at a
-///   time) and in parallel across, under an [`AdaptiveLimit`].
+///   time) and in parallel across, under an [`AdaptiveLimit`]. The task that completes a
+///   session's message goes on with the session's next one when the transport hands it over
+///   with the completion ([`MessageQueue::complete_and_next`]).
 pub struct Processor<Q, H> {
     inner: Arc<Inner<Q, H>>,
 }
@@ -131,6 +136,7 @@ where
                 config,
                 clock,
                 limit,
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -165,8 +171,8 @@ where
         let mut settled = 0;
         tokio::pin!(shutdown);
         loop {
-            while tasks.try_join_next().is_some() {
-                settled += 1;
+            while let Some(joined) = tasks.try_join_next() {
+                settled += joined.unwrap_or(1);
             }
             let room = inner.limit.available().min(inner.config.batch_size);
             let batch = if room == 0 {
@@ -197,7 +203,7 @@ where
                     }
                 } else {
                     tokio::select! {
-                        Some(_) = tasks.join_next() => settled += 1,
+                        Some(joined) = tasks.join_next() => settled += joined.unwrap_or(1),
                         () = &mut shutdown, if !until_idle => break,
                     }
                 }
@@ -207,35 +213,63 @@ where
                 let permit = inner.limit.acquire().await;
                 let inner = Arc::clone(inner);
                 tasks.spawn(async move {
-                    inner.settle(delivery).await;
+                    let settled = inner.settle(delivery).await;
                     drop(permit);
+                    settled
                 });
             }
         }
-        while tasks.join_next().await.is_some() {
-            settled += 1;
+        // Tasks in hand finish their message and stop following their sessions.
+        inner.stopping.store(true, Ordering::Relaxed);
+        while let Some(joined) = tasks.join_next().await {
+            settled += joined.unwrap_or(1);
         }
+        inner.stopping.store(false, Ordering::Relaxed);
         Ok(settled)
     }
 }
 
 impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
-    async fn settle(&self, delivery: Delivery) {
+    /// Handles `delivery` and settles it; a completed session message is followed by the
+    /// session's next one where the transport hands it over with the completion
+    /// ([`MessageQueue::complete_and_next`]). Returns how many messages it settled.
+    async fn settle(&self, delivery: Delivery) -> usize {
+        let mut delivery = delivery;
+        let mut settled = 1;
+        while let Some(next) = self.settle_one(&delivery).await {
+            delivery = next;
+            settled += 1;
+        }
+        settled
+    }
+
+    async fn settle_one(&self, delivery: &Delivery) -> Option<Delivery> {
         let name = delivery.envelope.name().to_owned();
-        let outcome = self.run_handler(&delivery).await;
+        let outcome = self.run_handler(delivery).await;
+        let mut next = None;
         let (label, settled) = match outcome {
             Ok(()) => {
                 self.limit.success();
-                ("completed", self.transport.complete(&delivery).await)
+                let follow =
+                    delivery.envelope.metadata.session_id.is_some() && !self.stopping.load(Ordering::Relaxed);
+                let completed = if follow {
+                    self.transport
+                        .complete_and_next(delivery)
+                        .await
+                        .map(|following| next = following)
+                } else {
+                    self.transport.complete(delivery).await
+                };
+                ("completed", completed)
             }
             Err(Settle::DeadLetter(reason)) => (
                 "dead_lettered",
-                self.transport.dead_letter(&delivery, &reason).await,
+                self.transport.dead_letter(delivery, &reason).await,
             ),
             Err(Settle::Retry(error)) => {
                 self.limit.record::<()>(&Err(error));
                 let delay = self.config.backoff.delay(delivery.delivery_count);
-                ("retried", self.transport.abandon(&delivery, delay).await)
+                ("retried", self.transport.abandon(delivery, delay).await)
             }
         };
         metrics::counter!("cqrs_processor_messages_total", "queue" => self.queue.clone(), "name" => name, "outcome" => label)
@@ -244,6 +278,7 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
             // The message stays (or becomes) visible again: it will be redelivered.
             tracing::error!(queue = %self.queue, id = delivery.id, %error, "could not settle a delivery");
         }
+        next
     }
 
     async fn run_handler(&self, delivery: &Delivery) -> Result<(), Settle> {

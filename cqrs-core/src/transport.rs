@@ -102,6 +102,21 @@ pub trait MessageQueue: Send + Sync {
     /// Removes a handled message.
     fn complete(&self, delivery: &Delivery) -> impl Future<Output = Result<()>> + Send;
 
+    /// Removes a handled message of a session and, where the backend can do both in one trip,
+    /// receives the session's next due message for the same consumer: a session handled one
+    /// message at a time then costs one trip per message less. `None` when the session has no
+    /// message due, when the completed delivery had lost its lock (another consumer may hold the
+    /// session now), or when the backend does not combine the two; the next message then comes
+    /// from a later [`receive`](Self::receive).
+    ///
+    /// The default completes and answers `None`.
+    fn complete_and_next(
+        &self,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<Option<Delivery>>> + Send {
+        async move { self.complete(delivery).await.map(|()| None) }
+    }
+
     /// Makes a message visible again after `retry_after`.
     fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> impl Future<Output = Result<()>> + Send;
 
@@ -163,6 +178,12 @@ impl<T: MessageQueue> MessageQueue for Arc<T> {
     }
     fn complete(&self, delivery: &Delivery) -> impl Future<Output = Result<()>> + Send {
         (**self).complete(delivery)
+    }
+    fn complete_and_next(
+        &self,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<Option<Delivery>>> + Send {
+        (**self).complete_and_next(delivery)
     }
     fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> impl Future<Output = Result<()>> + Send {
         (**self).abandon(delivery, retry_after)

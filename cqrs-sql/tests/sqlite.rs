@@ -68,6 +68,62 @@ async fn transport() {
     conformance::transport(&store, &clock).await;
 }
 
+/// On SQLite the completion of a session's message hands over the session's next one, in the
+/// same trip; a delivery whose lease ran out (and was delivered again) completes nothing and
+/// takes nothing.
+#[tokio::test]
+async fn completing_a_session_message_hands_over_the_next() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = cqrs_core::ManualClock::starting_now();
+    let options = SqliteOptions::new(dir.path().join("sessions.db")).clock(clock.shared());
+    let store = SqliteStore::open_with(options).await.unwrap();
+    let in_session = |note: &str| Envelope::command(Remind::new(note)).with_session_id("s");
+    let note =
+        |d: &cqrs_core::transport::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
+    store
+        .enqueue("q", vec![in_session("1"), in_session("2"), in_session("3")])
+        .await
+        .unwrap();
+    let first = store.receive("q", 10).await.unwrap().pop().unwrap();
+    let second = store
+        .complete_and_next(&first)
+        .await
+        .unwrap()
+        .expect("the next one comes along");
+    assert_eq!((note(&second), second.delivery_count), ("2".to_owned(), 1));
+    assert!(
+        store.receive("q", 10).await.unwrap().is_empty(),
+        "the session is held"
+    );
+
+    clock.advance(Duration::from_secs(3600));
+    let again = store.receive("q", 10).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (note(&again), again.delivery_count),
+        ("2".to_owned(), 2),
+        "the lease ran out"
+    );
+    assert!(
+        store.complete_and_next(&second).await.unwrap().is_none(),
+        "a lost lock completes nothing and takes nothing"
+    );
+    let third = store
+        .complete_and_next(&again)
+        .await
+        .unwrap()
+        .expect("the holder goes on");
+    assert_eq!(note(&third), "3");
+    assert!(
+        store.complete_and_next(&third).await.unwrap().is_none(),
+        "the session is empty"
+    );
+    assert!(store.receive("q", 10).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn checkpoints() {
     let (_dir, store) = store().await;

@@ -693,6 +693,33 @@ where
     assert_eq!(notes(&next), ["s1-2"]);
     transport.complete(&next[0]).await.unwrap();
 
+    // Complete and go on with the session: the next message comes with the completion or from
+    // the next receive, in order, and once.
+    transport
+        .enqueue(
+            &queue,
+            vec![
+                in_session("s3", "s3-1"),
+                in_session("s3", "s3-2"),
+                in_session("s3", "s3-3"),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut handled = Vec::new();
+    let mut delivery = transport.receive(&queue, 10).await.unwrap().pop();
+    while let Some(current) = delivery {
+        handled.extend(notes(std::slice::from_ref(&current)));
+        delivery = match transport.complete_and_next(&current).await.unwrap() {
+            Some(following) => {
+                assert_eq!(following.delivery_count, 1);
+                Some(following)
+            }
+            None => transport.receive(&queue, 10).await.unwrap().pop(),
+        };
+    }
+    assert_eq!(handled, ["s3-1", "s3-2", "s3-3"]);
+
     // Dead letters: listed with the reason, requeued with a fresh delivery count.
     transport
         .enqueue(&queue, vec![Envelope::command(Remind::new("poison"))])

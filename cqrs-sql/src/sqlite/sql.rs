@@ -125,6 +125,14 @@ pub(super) const RECEIVE: &str = "UPDATE cqrs_messages
         ORDER BY m.id LIMIT ?4)
     RETURNING id, queue, name, schema_version, codec, payload, metadata, enqueued_at, expires_at, delivery_count";
 
+/// Locks the oldest message of session `?4` of queue `?1` at time `?2` until `?3`, if it is due
+/// and neither locked nor waiting for a retry.
+pub(super) const RECEIVE_IN_SESSION: &str = "UPDATE cqrs_messages
+    SET locked_until = ?3, delivery_count = delivery_count + 1
+    WHERE id = (SELECT MIN(s.id) FROM cqrs_messages s WHERE s.queue = ?1 AND s.session_id = ?4)
+      AND visible_at <= ?2 AND (locked_until IS NULL OR locked_until <= ?2)
+    RETURNING id, queue, name, schema_version, codec, payload, metadata, enqueued_at, expires_at, delivery_count";
+
 pub(super) const COMPLETE: &str =
     "DELETE FROM cqrs_messages WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
 pub(super) const ABANDON: &str = "UPDATE cqrs_messages SET locked_until = NULL, visible_at = ? \

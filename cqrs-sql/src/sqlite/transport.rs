@@ -149,6 +149,22 @@ async fn fan_out(
     Ok(queues)
 }
 
+/// A delivery from a row of [`sql::RECEIVE`]'s columns.
+fn received(row: &SqliteRow, queue: &str) -> Result<Delivery> {
+    Ok(Delivery {
+        id: row.try_get::<i64, _>("id").map_err(db)? as u64,
+        queue: queue.to_owned(),
+        envelope: envelope(row)?,
+        delivery_count: row.try_get::<i64, _>("delivery_count").map_err(db)? as u32,
+        enqueued_at: timestamp(row.try_get("enqueued_at").map_err(db)?)?,
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")
+            .map_err(db)?
+            .map(timestamp)
+            .transpose()?,
+    })
+}
+
 impl SqliteStore {
     fn waker(&self, queue: &str) -> Arc<Notify> {
         let mut wakers = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,20 +245,7 @@ impl MessageQueue for SqliteStore {
             .await?;
         let mut deliveries = rows
             .iter()
-            .map(|row| {
-                Ok(Delivery {
-                    id: row.try_get::<i64, _>("id").map_err(db)? as u64,
-                    queue: queue.to_owned(),
-                    envelope: envelope(row)?,
-                    delivery_count: row.try_get::<i64, _>("delivery_count").map_err(db)? as u32,
-                    enqueued_at: timestamp(row.try_get("enqueued_at").map_err(db)?)?,
-                    expires_at: row
-                        .try_get::<Option<i64>, _>("expires_at")
-                        .map_err(db)?
-                        .map(timestamp)
-                        .transpose()?,
-                })
-            })
+            .map(|row| received(row, queue))
             .collect::<Result<Vec<_>>>()?;
         deliveries.sort_by_key(|d| d.id);
         Ok(deliveries)
@@ -250,6 +253,49 @@ impl MessageQueue for SqliteStore {
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
         self.settle(sql::COMPLETE, delivery, None).await
+    }
+
+    /// One trip through the writer: the fenced delete and, if it deleted, the session's next
+    /// message locked for this consumer.
+    async fn complete_and_next(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
+        let Some(session) = delivery.envelope.metadata.session_id.clone() else {
+            return self.complete(delivery).await.map(|()| None);
+        };
+        let now = self.now();
+        let locked_until = saturating_add(now, self.inner.lease).timestamp_micros();
+        let (id, count, queue) = (
+            delivery.id as i64,
+            i64::from(delivery.delivery_count),
+            delivery.queue.clone(),
+        );
+        let row = self
+            .write(
+                2,
+                Box::new(move |conn| {
+                    Box::pin(async move {
+                        let completed = sqlx::query(sql::COMPLETE)
+                            .bind(id)
+                            .bind(count)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(db)?;
+                        if completed.rows_affected() == 0 {
+                            return Ok(None);
+                        }
+                        sqlx::query(sql::RECEIVE_IN_SESSION)
+                            .bind(queue)
+                            .bind(now.timestamp_micros())
+                            .bind(locked_until)
+                            .bind(session)
+                            .fetch_optional(conn)
+                            .await
+                            .map_err(db)
+                    })
+                }),
+            )
+            .await?;
+        self.wake(&delivery.queue);
+        row.map(|row| received(&row, &delivery.queue)).transpose()
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
