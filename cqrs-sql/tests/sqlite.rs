@@ -143,7 +143,8 @@ async fn process_store() {
 }
 
 /// A processor over the SQLite queue: a failing handler is retried, then dead-lettered after
-/// five deliveries; a healthy one completes its message.
+/// five deliveries; a healthy one completes its message; a session's messages are handled in
+/// order, each handed over with the completion of the one before.
 #[tokio::test]
 async fn processor_over_the_sqlite_queue() {
     use std::sync::Arc;
@@ -157,13 +158,15 @@ async fn processor_over_the_sqlite_queue() {
 
     let (_dir, store) = store().await;
     let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counted, noted) = (Arc::clone(&calls), Arc::clone(&seen));
     let mut dispatcher = CommandDispatcher::new();
     dispatcher
         .register::<Remind, _>(handler_fn(move |r: Remind, _| {
-            let counted = Arc::clone(&counted);
+            let (counted, noted) = (Arc::clone(&counted), Arc::clone(&noted));
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
+                noted.lock().unwrap().push(r.note.clone());
                 if r.note == "fail" {
                     Err(Error::transient("down"))
                 } else {
@@ -202,6 +205,19 @@ async fn processor_over_the_sqlite_queue() {
         store.receive("q", 10).await.unwrap().is_empty(),
         "the healthy message was completed"
     );
+
+    seen.lock().unwrap().clear();
+    let session: Vec<_> = (1..=5)
+        .map(|n| Envelope::command(Remind::new(format!("s-{n}"))).with_session_id("s"))
+        .collect();
+    store.enqueue("q", session).await.unwrap();
+    assert_eq!(
+        processor.process_available().await.unwrap(),
+        5,
+        "each one counted"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["s-1", "s-2", "s-3", "s-4", "s-5"]);
+    assert!(store.receive("q", 10).await.unwrap().is_empty());
 }
 
 /// Bad stored data is a clear error, never a panic; a closed store fails transiently.
