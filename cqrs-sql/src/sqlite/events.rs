@@ -313,20 +313,10 @@ impl EventOutbox for SqliteStore {
     }
 
     async fn mark_published(&self, stream: &StreamId, version: i64) -> Result<()> {
-        let stream = stream.as_str().to_owned();
-        self.write(
-            1,
-            Box::new(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(sql::MARK_PUBLISHED)
-                        .bind(stream)
-                        .bind(version)
-                        .execute(conn)
-                        .await
-                        .map_err(db)?;
-                    Ok(())
-                })
-            }),
+        self.execute(
+            sqlx::query(sql::MARK_PUBLISHED)
+                .bind(stream.as_str().to_owned())
+                .bind(version),
         )
         .await
     }
@@ -357,23 +347,14 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        self.write(
-            1,
-            Box::new(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(sql::SAVE_SNAPSHOT)
-                        .bind(snapshot.stream_id.as_str())
-                        .bind(snapshot.version)
-                        .bind(i64::from(snapshot.schema_version))
-                        .bind(snapshot.codec.tag())
-                        .bind(snapshot.bytes.as_ref())
-                        .bind(snapshot.taken_at.timestamp_micros())
-                        .execute(conn)
-                        .await
-                        .map_err(db)?;
-                    Ok(())
-                })
-            }),
+        self.execute(
+            sqlx::query(sql::SAVE_SNAPSHOT)
+                .bind(snapshot.stream_id.as_str().to_owned())
+                .bind(snapshot.version)
+                .bind(i64::from(snapshot.schema_version))
+                .bind(snapshot.codec.tag())
+                .bind(snapshot.bytes.to_vec())
+                .bind(snapshot.taken_at.timestamp_micros()),
         )
         .await
     }

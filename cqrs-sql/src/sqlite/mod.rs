@@ -18,8 +18,11 @@ use std::time::Duration;
 
 use cqrs_core::chrono::{DateTime, Utc};
 use cqrs_core::{Codec, Result, SharedClock, SystemClock};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool};
 use tokio::sync::Notify;
 
 use self::batch::{WriteBatcher, WriteFn};
@@ -284,6 +287,20 @@ impl SqliteStore {
     /// write of several `statements` runs in a savepoint of its own.
     async fn write<T: Send + 'static>(&self, statements: usize, write: WriteFn<T>) -> Result<T> {
         self.inner.batcher.write(statements, write).await
+    }
+
+    /// Runs one statement, its values bound, in the next group-committed batch.
+    async fn execute(&self, query: Query<'static, Sqlite, SqliteArguments>) -> Result<()> {
+        self.write(
+            1,
+            Box::new(move |conn| {
+                Box::pin(async move {
+                    query.execute(conn).await.map_err(db)?;
+                    Ok(())
+                })
+            }),
+        )
+        .await
     }
 
     fn now(&self) -> DateTime<Utc> {

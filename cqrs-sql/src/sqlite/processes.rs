@@ -117,21 +117,11 @@ impl ProcessStore for SqliteStore {
     }
 
     async fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> Result<()> {
-        let (process_type, id, message_id) = (process_type.to_owned(), id.to_string(), message_id.to_owned());
-        self.write(
-            1,
-            Box::new(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(sql::REMOVE_PROCESS_COMMAND)
-                        .bind(process_type)
-                        .bind(id)
-                        .bind(message_id)
-                        .execute(conn)
-                        .await
-                        .map_err(db)?;
-                    Ok(())
-                })
-            }),
+        self.execute(
+            sqlx::query(sql::REMOVE_PROCESS_COMMAND)
+                .bind(process_type.to_owned())
+                .bind(id.to_string())
+                .bind(message_id.to_owned()),
         )
         .await
     }

@@ -182,19 +182,14 @@ impl SqliteStore {
         delivery: &Delivery,
         visible_at: Option<i64>,
     ) -> Result<()> {
-        let (id, count) = (delivery.id as i64, i64::from(delivery.delivery_count));
-        self.write(
-            1,
-            Box::new(move |conn| {
-                Box::pin(async move {
-                    let mut query = sqlx::query(statement);
-                    if let Some(visible_at) = visible_at {
-                        query = query.bind(visible_at);
-                    }
-                    query.bind(id).bind(count).execute(conn).await.map_err(db)?;
-                    Ok(())
-                })
-            }),
+        let mut query = sqlx::query(statement);
+        if let Some(visible_at) = visible_at {
+            query = query.bind(visible_at);
+        }
+        self.execute(
+            query
+                .bind(delivery.id as i64)
+                .bind(i64::from(delivery.delivery_count)),
         )
         .await?;
         self.wake(&delivery.queue);
