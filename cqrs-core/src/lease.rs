@@ -57,16 +57,25 @@ impl Lease {
         }
     }
 
+    /// A lease on `name` that the backend cannot lose: held until dropped, as when `held` is an
+    /// open locked file or an entry in the process's own table.
+    pub fn until_dropped(name: impl Into<String>, held: impl Any + Send + Sync) -> Self {
+        let (never_lost, lost) = watch::channel(false);
+        Self::new(name, (held, never_lost), lost)
+    }
+
     /// The lease's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Resolves when the backend has lost the lease (its connection dropped); pending while it
-    /// holds it.
-    pub async fn lost(&self) {
+    /// holds it. The future does not borrow the lease.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut lost = self.lost.clone();
-        let _ = lost.wait_for(|lost| *lost).await;
+        async move {
+            let _ = lost.wait_for(|lost| *lost).await;
+        }
     }
 }
 
@@ -101,10 +110,10 @@ where
             Ok(Some(lease)) => {
                 tracing::info!(lease = name, "lease taken; running");
                 let stop = {
-                    let (mut lost, shutdown, name) = (lease.lost.clone(), shutdown.clone(), name.to_owned());
+                    let (lost, shutdown, name) = (lease.lost(), shutdown.clone(), name.to_owned());
                     async move {
                         tokio::select! {
-                            _ = lost.wait_for(|lost| *lost) => tracing::warn!(lease = name, "lease lost; stopping"),
+                            () = lost => tracing::warn!(lease = name, "lease lost; stopping"),
                             () = shutdown => {}
                         }
                     }
@@ -112,9 +121,6 @@ where
                 };
                 role(stop).await?;
                 drop(lease);
-                if shutdown.clone().now_or_never().is_some() {
-                    return Ok(());
-                }
             }
             Ok(None) => {}
             Err(error) => tracing::warn!(lease = name, %error, "could not try the lease; retrying"),

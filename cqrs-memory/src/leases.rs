@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use cqrs_core::{Lease, Leases, Result};
 use dashmap::DashSet;
-use tokio::sync::watch;
 
 /// In-process leases: each name held by one holder at a time among the clones of this value.
 #[derive(Debug, Clone, Default)]
@@ -17,11 +16,10 @@ impl MemoryLeases {
     }
 }
 
-/// Releases its name when dropped; never loses it before.
+/// Releases its name when dropped.
 struct Held {
     held: Arc<DashSet<String>>,
     name: String,
-    _lost: watch::Sender<bool>,
 }
 
 impl Drop for Held {
@@ -35,12 +33,10 @@ impl Leases for MemoryLeases {
         if !self.held.insert(name.to_owned()) {
             return Ok(None);
         }
-        let (lost, receiver) = watch::channel(false);
         let held = Held {
             held: Arc::clone(&self.held),
             name: name.to_owned(),
-            _lost: lost,
         };
-        Ok(Some(Lease::new(name, held, receiver)))
+        Ok(Some(Lease::until_dropped(name, held)))
     }
 }

@@ -18,12 +18,28 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))";
 
+/// Whether some session of this database holds the advisory lock of key `$1` (a `bigint` key
+/// is split into `classid`, its high half, and `objid`, its low half, with `objsubid` 1).
+const HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0))";
+
 impl Leases for PgStore {
     async fn try_acquire(&self, name: &str) -> Result<Option<Lease>> {
-        let options = self.pool().connect_options();
-        let mut conn = PgConnection::connect_with(&options).await.map_err(db)?;
         // Advisory locks are database-wide: the schema keeps two systems in one database apart.
         let key = format!("cqrs-lease:{}:{name}", self.inner.schema);
+        // A worker waiting for a held lease asks every second: a pooled query, not a new
+        // connection each time.
+        let held: bool = sqlx::query_scalar(HELD)
+            .bind(&key)
+            .fetch_one(self.pool())
+            .await
+            .map_err(db)?;
+        if held {
+            return Ok(None);
+        }
+        let options = self.pool().connect_options();
+        let mut conn = PgConnection::connect_with(&options).await.map_err(db)?;
         let taken: bool = sqlx::query_scalar(TRY_LOCK)
             .bind(&key)
             .fetch_one(&mut conn)

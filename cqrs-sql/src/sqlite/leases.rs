@@ -4,19 +4,12 @@
 //! crashed holder never keeps a lease. Processes that share the database file share its
 //! directory, and so see each other's leases.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{OpenOptions, TryLockError};
 use std::path::PathBuf;
 
 use cqrs_core::{Error, Lease, Leases, Result};
-use tokio::sync::watch;
 
 use super::SqliteStore;
-
-/// An open, locked lease file; never lost before it is dropped.
-struct Held {
-    _file: File,
-    _lost: watch::Sender<bool>,
-}
 
 impl SqliteStore {
     /// `<database>.lease-<name>`, with every byte of the name other than ASCII letters,
@@ -54,14 +47,7 @@ impl Leases for SqliteStore {
                 )));
             }
         }
-        let (lost, receiver) = watch::channel(false);
-        Ok(Some(Lease::new(
-            name,
-            Held {
-                _file: file,
-                _lost: lost,
-            },
-            receiver,
-        )))
+        // The open, locked file is the lease.
+        Ok(Some(Lease::until_dropped(name, file)))
     }
 }
