@@ -233,8 +233,7 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
     /// Handles `delivery` and settles it; a completed session message is followed by the
     /// session's next one where the transport hands it over with the completion
     /// ([`MessageQueue::complete_and_next`]). Returns how many messages it settled.
-    async fn settle(&self, delivery: Delivery) -> usize {
-        let mut delivery = delivery;
+    async fn settle(&self, mut delivery: Delivery) -> usize {
         let mut settled = 1;
         while let Some(next) = self.settle_one(&delivery).await {
             delivery = next;

@@ -51,6 +51,24 @@ async fn add_seats(store: &MemoryEventStore, n: usize) {
     }
 }
 
+/// Adds `n` events, invalidates the shared log as a publication does, and catches every
+/// subscription up in turn; returns how many reads reached the store.
+async fn grow_and_catch_up<S: EventReader, C: CheckpointStore, H: MessageHandler>(
+    store: &MemoryEventStore,
+    n: usize,
+    log: &SharedLog<S>,
+    subscriptions: &[CatchUp<SharedLog<S>, C, H>],
+    reads: &AtomicUsize,
+) -> usize {
+    add_seats(store, n).await;
+    log.invalidate();
+    let before = reads.load(Ordering::SeqCst);
+    for subscription in subscriptions {
+        subscription.catch_up().await.unwrap();
+    }
+    reads.load(Ordering::SeqCst) - before
+}
+
 #[tokio::test]
 async fn subscriptions_woken_together_read_the_log_once_and_see_every_event_once() {
     let store = MemoryEventStore::new();
@@ -68,14 +86,8 @@ async fn subscriptions_woken_together_read_the_log_once_and_see_every_event_once
         .collect();
 
     for round in 1..=5u64 {
-        add_seats(&store, 3).await;
-        log.invalidate();
-        let before = reads.load(Ordering::SeqCst);
-        for subscription in &subscriptions {
-            subscription.catch_up().await.unwrap();
-        }
         assert_eq!(
-            reads.load(Ordering::SeqCst) - before,
+            grow_and_catch_up(&store, 3, &log, &subscriptions, &reads).await,
             1,
             "round {round}: six subscriptions, one read (three new events fit one page)"
         );
@@ -90,14 +102,8 @@ async fn subscriptions_woken_together_read_the_log_once_and_see_every_event_once
 
     // More than a page: a full page answers only readers it holds a full page for; the rest
     // of the way is read from the store, once.
-    add_seats(&store, 10).await;
-    log.invalidate();
-    let before = reads.load(Ordering::SeqCst);
-    for subscription in &subscriptions {
-        subscription.catch_up().await.unwrap();
-    }
     assert_eq!(
-        reads.load(Ordering::SeqCst) - before,
+        grow_and_catch_up(&store, 10, &log, &subscriptions, &reads).await,
         3,
         "pages of 4, 4 and 2 events"
     );
