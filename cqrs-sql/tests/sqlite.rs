@@ -59,12 +59,18 @@ async fn group_commit_fails_only_the_conflicting_append() {
     conformance::concurrent_appends(&plain).await;
 }
 
-#[tokio::test]
-async fn transport() {
+/// A store on a manual clock, for the transport's time-driven behaviour.
+async fn clocked() -> (TempDir, cqrs_core::ManualClock, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let clock = cqrs_core::ManualClock::starting_now();
     let options = SqliteOptions::new(dir.path().join("transport.db")).clock(clock.shared());
     let store = SqliteStore::open_with(options).await.unwrap();
+    (dir, clock, store)
+}
+
+#[tokio::test]
+async fn transport() {
+    let (_dir, clock, store) = clocked().await;
     conformance::transport(&store, &clock).await;
 }
 
@@ -77,10 +83,7 @@ async fn completing_a_session_message_hands_over_the_next() {
     use cqrs_core::{Envelope, MessageQueue};
     use std::time::Duration;
 
-    let dir = tempfile::tempdir().unwrap();
-    let clock = cqrs_core::ManualClock::starting_now();
-    let options = SqliteOptions::new(dir.path().join("sessions.db")).clock(clock.shared());
-    let store = SqliteStore::open_with(options).await.unwrap();
+    let (_dir, clock, store) = clocked().await;
     let in_session = |note: &str| Envelope::command(Remind::new(note)).with_session_id("s");
     let note =
         |d: &cqrs_core::transport::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
