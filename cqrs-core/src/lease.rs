@@ -25,7 +25,9 @@ use crate::Result;
 pub trait Leases: Send + Sync {
     /// Takes the lease `name` if no one holds it: `None` when another holder has it. The lease
     /// is held until the returned value is dropped, the process dies, or the backend loses it
-    /// (see [`Lease::lost`]).
+    /// (see [`Lease::lost`]). A dropped lease is released promptly but not necessarily before
+    /// the drop returns: a backend whose lease lives on a connection closes it in the
+    /// background.
     fn try_acquire(&self, name: &str) -> impl Future<Output = Result<Option<Lease>>> + Send;
 }
 

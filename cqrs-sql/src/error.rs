@@ -26,6 +26,7 @@ fn is_busy(error: &dyn sqlx::error::DatabaseError) -> bool {
 }
 
 /// Whether `error` is a unique-key violation.
+#[cfg(feature = "postgres")]
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }

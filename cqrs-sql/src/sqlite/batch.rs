@@ -7,25 +7,27 @@
 //! On one SQLite file every durable commit is a trip through the one writer and an `fsync`;
 //! an order through the conference system makes dozens of small writes, and committing them
 //! one by one made the writer, not the CPU, the limit.
+//!
+//! A batch runs on the direct path ([`direct`]): its statements are stepped on the calling
+//! thread, not handed one by one to sqlx's worker thread. Through sqlx, every statement of a
+//! batch cost two thread hand-offs, and those hand-offs were the largest cost of a loaded server.
 
 use cqrs_core::{Error, Result};
-use sqlx::{Executor, SqliteConnection, SqlitePool};
+use rusqlite::Connection;
+use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::direct;
 use crate::error::db;
 use crate::group::shared_failure;
 
-/// A future borrowed for `'a`.
-pub(super) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-/// A write to run inside a batch.
-pub(super) type WriteFn<T> =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static>;
+/// A write to run inside a batch, on the writer's connection.
+pub(super) type WriteFn<T> = Box<dyn FnOnce(&Connection) -> Result<T> + Send + 'static>;
 
 /// One queued write, its type erased.
 trait Job: Send {
-    /// Runs the write on `conn`, inside the batch's transaction.
-    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, ()>;
+    /// Runs the write on `db`, inside the batch's transaction.
+    fn run(&mut self, db: &Connection);
     /// Answers the caller: its own result if the batch committed, else the batch's failure.
     fn finish(self: Box<Self>, committed: std::result::Result<(), &Error>);
 }
@@ -39,29 +41,27 @@ struct Typed<T> {
 }
 
 impl<T: Send + 'static> Job for Typed<T> {
-    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, ()> {
-        Box::pin(async move {
-            let Some(write) = self.write.take() else { return };
-            if self.savepoint
-                && let Err(error) = conn.execute("SAVEPOINT write").await
-            {
-                self.result = Some(Err(db(error)));
+    fn run(&mut self, db: &Connection) {
+        let Some(write) = self.write.take() else { return };
+        if self.savepoint
+            && let Err(error) = control(db, "SAVEPOINT write")
+        {
+            self.result = Some(Err(direct::error(error)));
+            return;
+        }
+        let result = write(db);
+        if self.savepoint {
+            let end = if result.is_ok() {
+                control(db, "RELEASE write")
+            } else {
+                control(db, "ROLLBACK TO write").and_then(|()| control(db, "RELEASE write"))
+            };
+            if let Err(error) = end {
+                self.result = Some(Err(direct::error(error)));
                 return;
             }
-            let result = write(&mut *conn).await;
-            if self.savepoint {
-                let end = if result.is_ok() {
-                    "RELEASE write"
-                } else {
-                    "ROLLBACK TO write; RELEASE write"
-                };
-                if let Err(error) = conn.execute(end).await {
-                    self.result = Some(Err(db(error)));
-                    return;
-                }
-            }
-            self.result = Some(result);
-        })
+        }
+        self.result = Some(result);
     }
 
     fn finish(self: Box<Self>, committed: std::result::Result<(), &Error>) {
@@ -133,20 +133,29 @@ async fn batch_loop(
     }
 }
 
-/// One transaction for the whole batch.
+/// Runs a transaction-control statement, prepared once per batch (parsing one each time cost
+/// more than running it).
+fn control(db: &Connection, statement: &str) -> rusqlite::Result<()> {
+    db.prepare_cached(statement)?.execute([]).map(drop)
+}
+
+/// One transaction for the whole batch, stepped on the direct path.
 async fn write_batch(writer: &SqlitePool, batch: &mut [Box<dyn Job>]) -> Result<()> {
     let mut conn = writer.acquire().await.map_err(db)?;
-    if let Err(error) = conn.execute("BEGIN IMMEDIATE").await {
-        // A transaction left open by an interrupted batch: end it and start again.
-        let _ = conn.execute("ROLLBACK").await;
-        conn.execute("BEGIN IMMEDIATE").await.map_err(|_| db(error))?;
-    }
-    for job in batch.iter_mut() {
-        job.run(&mut conn).await;
-    }
-    if let Err(error) = conn.execute("COMMIT").await {
-        let _ = conn.execute("ROLLBACK").await;
-        return Err(db(error));
-    }
-    Ok(())
+    direct::run(&mut conn, |db| {
+        if let Err(error) = control(db, "BEGIN IMMEDIATE") {
+            // A transaction left open by an interrupted batch: end it and start again.
+            let _ = db.execute_batch("ROLLBACK");
+            control(db, "BEGIN IMMEDIATE").map_err(|_| direct::error(error))?;
+        }
+        for job in batch.iter_mut() {
+            job.run(db);
+        }
+        if let Err(error) = control(db, "COMMIT") {
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(direct::error(error));
+        }
+        Ok(())
+    })
+    .await
 }

@@ -39,13 +39,11 @@ impl CheckpointStore for SqliteStore {
     }
 
     async fn save_checkpoint(&self, subscription: &str, position: u64) -> Result<()> {
-        let subscription = subscription.to_owned();
-        self.write(
-            1,
-            Box::new(move |conn| {
-                Box::pin(async move { Self::save_checkpoint_in(conn, &subscription, position).await })
-            }),
+        self.execute(
+            sql::SAVE_CHECKPOINT,
+            (subscription.to_owned(), position as i64, self.now_micros()),
         )
         .await
+        .map(drop)
     }
 }

@@ -1,22 +1,22 @@
-//! Direct SQLite calls for reading the event log: the rows of a stream, of the global log and
-//! of the outbox are stepped through `rusqlite` on the handle of a sqlx connection, locked out
-//! of sqlx's worker thread while they are read.
+//! Direct SQLite calls: the rows of a stream, of the global log and of the outbox, and every
+//! batched write (see [`batch`](super::batch)), are stepped through `rusqlite` on the handle of
+//! a sqlx connection, locked out of sqlx's worker thread meanwhile.
 //!
 //! sqlx runs each statement on a worker thread of its own and sends every row back through a
 //! channel, duplicating every column value on the way. Loading a 10,000-event stream that way
-//! took 35 ms, a third of it allocation and a fifth thread hand-offs; read directly, 8 ms.
-//! Writes stay on sqlx: an append returns a row or two, and the direct path measured no faster
-//! there (the durable commit dominates, and sqlx keeps its statements prepared).
+//! took 35 ms, a third of it allocation and a fifth thread hand-offs; read directly, 8 ms. A
+//! batch of writes paid two thread hand-offs per statement. Appends stay on sqlx: an append is
+//! one statement, and the direct path measured no faster there (the durable commit dominates,
+//! and sqlx keeps its statements prepared).
 //!
 //! This module holds the crate's only `unsafe` line: wrapping the locked handle in a
 //! `rusqlite::Connection` that does not own it.
 
-use cqrs_core::{Error, Result};
-use rusqlite::Connection;
-use rusqlite::ErrorCode;
+use cqrs_core::{Codec, Error, Result};
+use rusqlite::{Connection, ErrorCode, Row};
 use sqlx::SqliteConnection;
 
-use crate::error::db;
+use crate::error::{corrupt, db};
 
 /// Runs `work` with a `rusqlite` connection on `conn`'s handle, locked for the duration.
 ///
@@ -53,4 +53,26 @@ pub(super) fn error(error: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::transient(error),
         _ => Error::permanent(error),
     }
+}
+
+/// Whether `error` is a unique-key (or primary-key) violation.
+pub(super) fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// Column `column` of `row`, converted; a missing column or a value of the wrong type is a
+/// permanent error.
+pub(super) fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+    row.get(column).map_err(error)
+}
+
+/// The codec named by the tag in column `column`.
+pub(super) fn codec(row: &Row<'_>, column: &str) -> Result<Codec> {
+    let tag: String = get(row, column)?;
+    tag.parse().map_err(|e| corrupt("codec tag", e))
 }

@@ -67,9 +67,8 @@ fn event(row: &rusqlite::Row<'_>) -> Result<StoredEvent> {
 impl SqliteStore {
     /// Runs a query of the event columns on a reader, decoding the rows as they are stepped.
     async fn read_events(&self, query: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEvent>> {
-        let mut conn = self.reader().acquire().await.map_err(db)?;
-        direct::run(&mut conn, |sqlite| {
-            let mut statement = sqlite.prepare(query).map_err(direct::error)?;
+        self.read(|db| {
+            let mut statement = db.prepare(query).map_err(direct::error)?;
             let mut rows = statement.query(params).map_err(direct::error)?;
             let mut events = Vec::new();
             while let Some(row) = rows.next().map_err(direct::error)? {
@@ -313,12 +312,9 @@ impl EventOutbox for SqliteStore {
     }
 
     async fn mark_published(&self, stream: &StreamId, version: i64) -> Result<()> {
-        self.execute(
-            sqlx::query(sql::MARK_PUBLISHED)
-                .bind(stream.as_str().to_owned())
-                .bind(version),
-        )
-        .await
+        self.execute(sql::MARK_PUBLISHED, (stream.as_str().to_owned(), version))
+            .await
+            .map(drop)
     }
 
     async fn appended(&self) {
@@ -348,14 +344,17 @@ impl SnapshotStore for SqliteStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         self.execute(
-            sqlx::query(sql::SAVE_SNAPSHOT)
-                .bind(snapshot.stream_id.as_str().to_owned())
-                .bind(snapshot.version)
-                .bind(i64::from(snapshot.schema_version))
-                .bind(snapshot.codec.tag())
-                .bind(snapshot.bytes.to_vec())
-                .bind(snapshot.taken_at.timestamp_micros()),
+            sql::SAVE_SNAPSHOT,
+            (
+                snapshot.stream_id.as_str().to_owned(),
+                snapshot.version,
+                i64::from(snapshot.schema_version),
+                snapshot.codec.tag(),
+                snapshot.bytes.to_vec(),
+                snapshot.taken_at.timestamp_micros(),
+            ),
         )
         .await
+        .map(drop)
     }
 }

@@ -18,11 +18,8 @@ use std::time::Duration;
 
 use cqrs_core::chrono::{DateTime, Utc};
 use cqrs_core::{Codec, Result, SharedClock, SystemClock};
-use sqlx::query::Query;
-use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
 use self::batch::{WriteBatcher, WriteFn};
@@ -46,12 +43,17 @@ pub struct SqliteOptions {
     readers: u32,
     group_commit: bool,
     lease: Duration,
+    mmap_size: u64,
     clock: SharedClock,
 }
 
 impl SqliteOptions {
+    /// The default [`mmap_size`](Self::mmap_size): 1 GiB.
+    pub const DEFAULT_MMAP_SIZE: u64 = 1 << 30;
+
     /// Options for the database file at `path` (created if missing): durable commits
-    /// (`synchronous = FULL`), a 5 s busy timeout, 4 reader connections, the system clock.
+    /// (`synchronous = FULL`), a 5 s busy timeout, 4 reader connections, the first
+    /// [`DEFAULT_MMAP_SIZE`](Self::DEFAULT_MMAP_SIZE) bytes of the file memory-mapped, the system clock.
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_owned(),
@@ -60,6 +62,7 @@ impl SqliteOptions {
             readers: 4,
             group_commit: true,
             lease: Duration::from_secs(60),
+            mmap_size: Self::DEFAULT_MMAP_SIZE,
             clock: SystemClock::shared(),
         }
     }
@@ -105,6 +108,16 @@ impl SqliteOptions {
     #[must_use]
     pub fn readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
+        self
+    }
+
+    /// How much of the database file each connection reads through a memory map
+    /// (`PRAGMA mmap_size`; 0 turns it off). In WAL mode a connection drops its page cache
+    /// whenever another one has written, so without the map every read after a write pays a
+    /// `pread` system call per page.
+    #[must_use]
+    pub fn mmap_size(mut self, bytes: u64) -> Self {
+        self.mmap_size = bytes;
         self
     }
 
@@ -181,6 +194,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(options.synchronous)
             .busy_timeout(options.busy_timeout)
+            .pragma("mmap_size", options.mmap_size.to_string())
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -283,21 +297,31 @@ impl SqliteStore {
         &self.inner.reader
     }
 
+    /// Runs `work` on a reader connection, on the direct path (see [`direct`]).
+    async fn read<T>(&self, work: impl FnOnce(&rusqlite::Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.reader().acquire().await.map_err(db)?;
+        direct::run(&mut conn, work).await
+    }
+
     /// Runs `write` on the writer in the next group-committed batch (see [`batch`]); a
     /// write of several `statements` runs in a savepoint of its own.
     async fn write<T: Send + 'static>(&self, statements: usize, write: WriteFn<T>) -> Result<T> {
         self.inner.batcher.write(statements, write).await
     }
 
-    /// Runs one statement, its values bound, in the next group-committed batch.
-    async fn execute(&self, query: Query<'static, Sqlite, SqliteArguments>) -> Result<()> {
+    /// Runs one statement with `params` bound in the next group-committed batch; answers the
+    /// number of rows it changed.
+    async fn execute(
+        &self,
+        statement: &'static str,
+        params: impl rusqlite::Params + Send + 'static,
+    ) -> Result<usize> {
         self.write(
             1,
-            Box::new(move |conn| {
-                Box::pin(async move {
-                    query.execute(conn).await.map_err(db)?;
-                    Ok(())
-                })
+            Box::new(move |db| {
+                db.prepare_cached(statement)
+                    .and_then(|mut statement| statement.execute(params))
+                    .map_err(direct::error)
             }),
         )
         .await

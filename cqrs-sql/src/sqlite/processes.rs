@@ -6,11 +6,12 @@ use cqrs_core::{
     InboxStore, LoadedProcess, Metadata, Payload, ProcessRecord, ProcessStore, Result, StoredCommand,
     process_conflict,
 };
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{SqliteStore, codec, sql, timestamp};
-use crate::error::{corrupt, db, is_unique_violation};
+use super::{SqliteStore, codec, direct, sql, timestamp};
+use crate::error::{corrupt, db};
 
 fn record(row: &SqliteRow) -> Result<ProcessRecord> {
     let id: String = row.try_get("id").map_err(db)?;
@@ -60,16 +61,6 @@ impl SqliteStore {
             .collect::<Result<_>>()?;
         Ok(Some(LoadedProcess { record, pending }))
     }
-
-    async fn current_version(conn: &mut sqlx::SqliteConnection, process_type: &str, id: &str) -> Result<i64> {
-        let version: Option<i64> = sqlx::query_scalar(sql::PROCESS_VERSION)
-            .bind(process_type)
-            .bind(id)
-            .fetch_optional(conn)
-            .await
-            .map_err(db)?;
-        Ok(version.unwrap_or(-1))
-    }
 }
 
 impl ProcessStore for SqliteStore {
@@ -110,7 +101,7 @@ impl ProcessStore for SqliteStore {
         let statements = 1 + commands.len();
         self.write(
             statements,
-            Box::new(move |conn| Box::pin(Self::save_in(conn, record, commands, metadata))),
+            Box::new(move |db| save_in(db, &record, &commands, &metadata)),
         )
         .await?;
         Ok(expected + 1)
@@ -118,12 +109,11 @@ impl ProcessStore for SqliteStore {
 
     async fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> Result<()> {
         self.execute(
-            sqlx::query(sql::REMOVE_PROCESS_COMMAND)
-                .bind(process_type.to_owned())
-                .bind(id.to_string())
-                .bind(message_id.to_owned()),
+            sql::REMOVE_PROCESS_COMMAND,
+            (process_type.to_owned(), id.to_string(), message_id.to_owned()),
         )
         .await
+        .map(drop)
     }
 
     async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {
@@ -145,72 +135,82 @@ impl ProcessStore for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// The state and the new commands of a process, with the version check, on `tx` (the
-    /// writer's batch).
-    async fn save_in(
-        tx: &mut sqlx::SqliteConnection,
-        record: ProcessRecord,
-        commands: Vec<StoredCommand>,
-        metadata: Vec<String>,
-    ) -> Result<()> {
-        let id = record.id.to_string();
-        let expected = record.version;
-        let written = if expected == -1 {
-            sqlx::query(sql::INSERT_PROCESS)
-                .bind(record.process_type.as_str())
-                .bind(id.as_str())
-                .bind(record.completed)
-                .bind(record.key.as_deref())
-                .bind(record.codec.tag())
-                .bind(i64::from(record.schema_version))
-                .bind(record.state.as_ref())
-                .execute(&mut *tx)
-                .await
-        } else {
-            sqlx::query(sql::UPDATE_PROCESS)
-                .bind(record.completed)
-                .bind(record.key.as_deref())
-                .bind(record.codec.tag())
-                .bind(i64::from(record.schema_version))
-                .bind(record.state.as_ref())
-                .bind(record.process_type.as_str())
-                .bind(id.as_str())
-                .bind(expected)
-                .execute(&mut *tx)
-                .await
-        };
-        let conflict = match written {
-            Ok(done) => done.rows_affected() == 0,
-            Err(error) if is_unique_violation(&error) => true,
-            Err(error) => return Err(db(error)),
-        };
-        if conflict {
-            let actual = Self::current_version(tx, &record.process_type, &id).await?;
-            return Err(process_conflict(
-                &record.process_type,
-                record.id,
+/// The state and the new commands of a process, with the version check, on the writer's batch.
+fn save_in(
+    db: &Connection,
+    record: &ProcessRecord,
+    commands: &[StoredCommand],
+    metadata: &[String],
+) -> Result<()> {
+    let id = record.id.to_string();
+    let expected = record.version;
+    let written = if expected == -1 {
+        db.prepare_cached(sql::INSERT_PROCESS).and_then(|mut insert| {
+            insert.execute(params![
+                record.process_type,
+                id,
+                record.completed,
+                record.key,
+                record.codec.tag(),
+                record.schema_version,
+                record.state.as_ref(),
+            ])
+        })
+    } else {
+        db.prepare_cached(sql::UPDATE_PROCESS).and_then(|mut update| {
+            update.execute(params![
+                record.completed,
+                record.key,
+                record.codec.tag(),
+                record.schema_version,
+                record.state.as_ref(),
+                record.process_type,
+                id,
                 expected,
-                actual,
-            ));
-        }
-        for (command, metadata) in commands.iter().zip(&metadata) {
-            sqlx::query(sql::INSERT_PROCESS_COMMAND)
-                .bind(record.process_type.as_str())
-                .bind(id.as_str())
-                .bind(command.message_id.as_str())
-                .bind(command.payload.name.as_str())
-                .bind(i64::from(command.payload.schema_version))
-                .bind(command.payload.codec.tag())
-                .bind(command.payload.bytes.as_ref())
-                .bind(metadata.as_str())
-                .bind(command.stored_at.timestamp_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        Ok(())
+            ])
+        })
+    };
+    let conflict = match written {
+        Ok(changed) => changed == 0,
+        Err(error) if direct::is_unique_violation(&error) => true,
+        Err(error) => return Err(direct::error(error)),
+    };
+    if conflict {
+        let actual = db
+            .prepare_cached(sql::PROCESS_VERSION)
+            .and_then(|mut current| {
+                current
+                    .query_row(params![record.process_type, id], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(direct::error)?
+            .unwrap_or(-1);
+        return Err(process_conflict(
+            &record.process_type,
+            record.id,
+            expected,
+            actual,
+        ));
     }
+    let mut insert = db
+        .prepare_cached(sql::INSERT_PROCESS_COMMAND)
+        .map_err(direct::error)?;
+    for (command, metadata) in commands.iter().zip(metadata) {
+        insert
+            .execute(params![
+                record.process_type,
+                id,
+                command.message_id,
+                command.payload.name,
+                command.payload.schema_version,
+                command.payload.codec.tag(),
+                command.payload.bytes.as_ref(),
+                metadata,
+                command.stored_at.timestamp_micros(),
+            ])
+            .map_err(direct::error)?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -246,13 +246,11 @@ impl InboxStore for SqliteStore {
     }
 
     async fn mark_processed(&self, handler: &str, message_id: &str) -> Result<()> {
-        let (handler, message_id) = (handler.to_owned(), message_id.to_owned());
-        self.write(
-            1,
-            Box::new(move |conn| {
-                Box::pin(async move { Self::mark_processed_in(conn, &handler, &message_id).await })
-            }),
+        self.execute(
+            sql::INBOX_RECORD,
+            (handler.to_owned(), message_id.to_owned(), self.now_micros()),
         )
         .await
+        .map(drop)
     }
 }

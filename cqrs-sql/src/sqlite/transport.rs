@@ -9,11 +9,12 @@ use cqrs_core::{
     AnyMessage, Codec, DeadLetter, DeadLetters, Delivery, Envelope, Error, MessageFilter, MessageQueue,
     Metadata, Payload, QueueDepths, Result, Topics, saturating_add,
 };
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, Row, params, params_from_iter};
 use tokio::sync::Notify;
 
-use super::{SqliteStore, codec, sql, timestamp};
+use super::direct::{self, get};
+use super::{SqliteStore, sql, timestamp};
 use crate::error::{corrupt, db};
 
 /// Messages per INSERT statement: 11 parameters each.
@@ -54,70 +55,75 @@ fn outgoing(
         .collect()
 }
 
-async fn insert(conn: &mut SqliteConnection, queue: &str, messages: &[Outgoing], now: i64) -> Result<()> {
+fn insert(db: &Connection, queue: &str, messages: &[Outgoing], now: i64) -> Result<()> {
     for chunk in messages.chunks(ROWS_PER_INSERT) {
         let mut statement = String::from(sql::ENQUEUE);
         sql::push_rows(&mut statement, sql::MESSAGE_ROW, chunk.len());
-        let mut query = sqlx::query(AssertSqlSafe(statement));
-        for m in chunk {
-            query = query
-                .bind(queue)
-                .bind(m.message_id.as_str())
-                .bind(m.session_id.as_deref())
-                .bind(m.payload.name.as_str())
-                .bind(i64::from(m.payload.schema_version))
-                .bind(m.payload.codec.tag())
-                .bind(m.payload.bytes.as_ref())
-                .bind(m.metadata.as_str())
-                .bind(now)
-                .bind(m.visible_at)
-                .bind(m.expires_at);
+        let columns: Vec<(&str, &[u8])> = chunk
+            .iter()
+            .map(|m| (m.payload.codec.tag(), m.payload.bytes.as_ref()))
+            .collect();
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 11);
+        for (m, (codec, bytes)) in chunk.iter().zip(&columns) {
+            values.extend([
+                &queue as &dyn ToSql,
+                &m.message_id,
+                &m.session_id,
+                &m.payload.name,
+                &m.payload.schema_version,
+                codec,
+                bytes,
+                &m.metadata,
+                &now,
+                &m.visible_at,
+                &m.expires_at,
+            ]);
         }
-        query.execute(&mut *conn).await.map_err(db)?;
+        db.prepare_cached(&statement)
+            .and_then(|mut insert| insert.execute(params_from_iter(values)))
+            .map_err(direct::error)?;
     }
     Ok(())
 }
 
-fn envelope(row: &SqliteRow) -> Result<Envelope> {
-    let metadata: String = row.try_get("metadata").map_err(db)?;
+fn envelope(row: &Row<'_>) -> Result<Envelope> {
+    let metadata: String = get(row, "metadata")?;
     let metadata: Metadata = serde_json::from_str(&metadata).map_err(|e| corrupt("message metadata", e))?;
     let payload = Payload {
-        name: row.try_get("name").map_err(db)?,
-        schema_version: row.try_get::<i64, _>("schema_version").map_err(db)? as u32,
-        codec: codec(row, "codec")?,
-        bytes: row.try_get::<Vec<u8>, _>("payload").map_err(db)?.into(),
+        name: get(row, "name")?,
+        schema_version: get(row, "schema_version")?,
+        codec: direct::codec(row, "codec")?,
+        bytes: get::<Vec<u8>>(row, "payload")?.into(),
     };
     Ok(Envelope::from_parts(AnyMessage::raw(payload), metadata))
 }
 
-fn dead_letter(row: &SqliteRow) -> Result<DeadLetter> {
+fn dead_letter(row: &Row<'_>) -> Result<DeadLetter> {
     Ok(DeadLetter {
-        id: row.try_get::<i64, _>("id").map_err(db)? as u64,
-        queue: row.try_get("queue").map_err(db)?,
+        id: get::<i64>(row, "id")? as u64,
+        queue: get(row, "queue")?,
         envelope: envelope(row)?,
-        reason: row.try_get("reason").map_err(db)?,
-        delivery_count: row.try_get::<i64, _>("delivery_count").map_err(db)? as u32,
-        dead_lettered_at: timestamp(row.try_get("dead_lettered_at").map_err(db)?)?,
+        reason: get(row, "reason")?,
+        delivery_count: get(row, "delivery_count")?,
+        dead_lettered_at: timestamp(get(row, "dead_lettered_at")?)?,
     })
 }
 
 /// Copies `messages` into the queue of each subscription of `topic` whose filter names them;
 /// returns the queues written to.
-async fn fan_out(
-    conn: &mut SqliteConnection,
-    topic: &str,
-    messages: &[Outgoing],
-    now: i64,
-) -> Result<Vec<String>> {
-    let subscriptions = sqlx::query(sql::SUBSCRIPTIONS)
-        .bind(topic)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
+fn fan_out(db: &Connection, topic: &str, messages: &[Outgoing], now: i64) -> Result<Vec<String>> {
+    let subscriptions = db
+        .prepare_cached(sql::SUBSCRIPTIONS)
+        .and_then(|mut select| {
+            select
+                .query_map([topic], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(direct::error)?;
     let mut queues = Vec::new();
-    for row in &subscriptions {
-        let subscription: String = row.try_get("subscription").map_err(db)?;
-        let names: Option<String> = row.try_get("names").map_err(db)?;
+    for (subscription, names) in subscriptions {
         let filter = match names {
             None => MessageFilter::All,
             Some(json) => MessageFilter::Names(
@@ -143,23 +149,21 @@ async fn fan_out(
                 expires_at: m.expires_at,
             })
             .collect();
-        insert(conn, &queue, &copies, now).await?;
+        insert(db, &queue, &copies, now)?;
         queues.push(queue);
     }
     Ok(queues)
 }
 
 /// A delivery from a row of [`sql::RECEIVE`]'s columns.
-fn received(row: &SqliteRow, queue: &str) -> Result<Delivery> {
+fn received(row: &Row<'_>) -> Result<Delivery> {
     Ok(Delivery {
-        id: row.try_get::<i64, _>("id").map_err(db)? as u64,
-        queue: queue.to_owned(),
+        id: get::<i64>(row, "id")? as u64,
+        queue: get(row, "queue")?,
         envelope: envelope(row)?,
-        delivery_count: row.try_get::<i64, _>("delivery_count").map_err(db)? as u32,
-        enqueued_at: timestamp(row.try_get("enqueued_at").map_err(db)?)?,
-        expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")
-            .map_err(db)?
+        delivery_count: get(row, "delivery_count")?,
+        enqueued_at: timestamp(get(row, "enqueued_at")?)?,
+        expires_at: get::<Option<i64>>(row, "expires_at")?
             .map(timestamp)
             .transpose()?,
     })
@@ -175,23 +179,11 @@ impl SqliteStore {
         self.waker(queue).notify_one();
     }
 
-    /// Runs a fenced settle statement (a no-op for a delivery whose lock was lost).
-    async fn settle(
-        &self,
-        statement: &'static str,
-        delivery: &Delivery,
-        visible_at: Option<i64>,
-    ) -> Result<()> {
-        let mut query = sqlx::query(statement);
-        if let Some(visible_at) = visible_at {
-            query = query.bind(visible_at);
-        }
-        self.execute(
-            query
-                .bind(delivery.id as i64)
-                .bind(i64::from(delivery.delivery_count)),
-        )
-        .await?;
+    /// Runs a fenced settle statement, its values ending with the delivery's id and count (a
+    /// no-op for a delivery whose lock was lost).
+    async fn settle(&self, statement: &'static str, delivery: &Delivery, mut values: Vec<i64>) -> Result<()> {
+        values.extend([delivery.id as i64, i64::from(delivery.delivery_count)]);
+        self.execute(statement, params_from_iter(values)).await?;
         self.wake(&delivery.queue);
         Ok(())
     }
@@ -208,9 +200,7 @@ impl MessageQueue for SqliteStore {
         let name = queue.to_owned();
         self.write(
             statements,
-            Box::new(move |conn| {
-                Box::pin(async move { insert(conn, &name, &messages, now.timestamp_micros()).await })
-            }),
+            Box::new(move |db| insert(db, &name, &messages, now.timestamp_micros())),
         )
         .await?;
         self.wake(queue);
@@ -221,33 +211,28 @@ impl MessageQueue for SqliteStore {
         let now = self.now();
         let locked_until = saturating_add(now, self.inner.lease).timestamp_micros();
         let name = queue.to_owned();
-        let rows = self
+        let mut deliveries = self
             .write(
                 1,
-                Box::new(move |conn| {
-                    Box::pin(async move {
-                        sqlx::query(sql::RECEIVE)
-                            .bind(name)
-                            .bind(now.timestamp_micros())
-                            .bind(locked_until)
-                            .bind(max as i64)
-                            .fetch_all(conn)
-                            .await
-                            .map_err(db)
-                    })
+                Box::new(move |db| {
+                    let mut receive = db.prepare_cached(sql::RECEIVE).map_err(direct::error)?;
+                    let mut rows = receive
+                        .query(params![name, now.timestamp_micros(), locked_until, max as i64])
+                        .map_err(direct::error)?;
+                    let mut deliveries = Vec::new();
+                    while let Some(row) = rows.next().map_err(direct::error)? {
+                        deliveries.push(received(row)?);
+                    }
+                    Ok(deliveries)
                 }),
             )
             .await?;
-        let mut deliveries = rows
-            .iter()
-            .map(|row| received(row, queue))
-            .collect::<Result<Vec<_>>>()?;
         deliveries.sort_by_key(|d| d.id);
         Ok(deliveries)
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
-        self.settle(sql::COMPLETE, delivery, None).await
+        self.settle(sql::COMPLETE, delivery, Vec::new()).await
     }
 
     /// One trip through the writer: the fenced delete and, if it deleted, the session's next
@@ -263,39 +248,36 @@ impl MessageQueue for SqliteStore {
             i64::from(delivery.delivery_count),
             delivery.queue.clone(),
         );
-        let row = self
+        let next = self
             .write(
                 2,
-                Box::new(move |conn| {
-                    Box::pin(async move {
-                        let completed = sqlx::query(sql::COMPLETE)
-                            .bind(id)
-                            .bind(count)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(db)?;
-                        if completed.rows_affected() == 0 {
-                            return Ok(None);
-                        }
-                        sqlx::query(sql::RECEIVE_IN_SESSION)
-                            .bind(queue)
-                            .bind(now.timestamp_micros())
-                            .bind(locked_until)
-                            .bind(session)
-                            .fetch_optional(conn)
-                            .await
-                            .map_err(db)
-                    })
+                Box::new(move |db| {
+                    let completed = db
+                        .prepare_cached(sql::COMPLETE)
+                        .and_then(|mut complete| complete.execute([id, count]))
+                        .map_err(direct::error)?;
+                    if completed == 0 {
+                        return Ok(None);
+                    }
+                    db.prepare_cached(sql::RECEIVE_IN_SESSION)
+                        .and_then(|mut receive| {
+                            receive
+                                .query(params![queue, now.timestamp_micros(), locked_until, session])?
+                                .next()
+                                .map(|row| row.map(received))
+                        })
+                        .map_err(direct::error)?
+                        .transpose()
                 }),
             )
             .await?;
         self.wake(&delivery.queue);
-        row.map(|row| received(&row, &delivery.queue)).transpose()
+        Ok(next)
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
         let visible_at = saturating_add(self.now(), retry_after).timestamp_micros();
-        self.settle(sql::ABANDON, delivery, Some(visible_at)).await
+        self.settle(sql::ABANDON, delivery, vec![visible_at]).await
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
@@ -303,26 +285,17 @@ impl MessageQueue for SqliteStore {
         let (reason, now) = (reason.to_owned(), self.now_micros());
         self.write(
             2,
-            Box::new(move |conn| {
-                Box::pin(async move {
-                    let moved = sqlx::query(sql::DEAD_LETTER)
-                        .bind(reason)
-                        .bind(now)
-                        .bind(id)
-                        .bind(count)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
-                    if moved.rows_affected() > 0 {
-                        sqlx::query(sql::COMPLETE)
-                            .bind(id)
-                            .bind(count)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(db)?;
-                    }
-                    Ok(())
-                })
+            Box::new(move |db| {
+                let moved = db
+                    .prepare_cached(sql::DEAD_LETTER)
+                    .and_then(|mut dead| dead.execute(params![reason, now, id, count]))
+                    .map_err(direct::error)?;
+                if moved > 0 {
+                    db.prepare_cached(sql::COMPLETE)
+                        .and_then(|mut complete| complete.execute([id, count]))
+                        .map_err(direct::error)?;
+                }
+                Ok(())
             }),
         )
         .await?;
@@ -362,11 +335,7 @@ impl Topics for SqliteStore {
         let queues = self
             .write(
                 2,
-                Box::new(move |conn| {
-                    Box::pin(
-                        async move { fan_out(conn, &topic_name, &messages, now.timestamp_micros()).await },
-                    )
-                }),
+                Box::new(move |db| fan_out(db, &topic_name, &messages, now.timestamp_micros())),
             )
             .await?;
         for queue in queues {
@@ -399,47 +368,54 @@ impl QueueDepths for SqliteStore {
 
 impl DeadLetters for SqliteStore {
     async fn dead_letters(&self, queue: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
-        sqlx::query(sql::DEAD_LETTERS)
-            .bind(queue)
-            .bind(limit as i64)
-            .fetch_all(self.reader())
-            .await
-            .map_err(db)?
-            .iter()
-            .map(dead_letter)
-            .collect()
+        self.read(|db| {
+            let mut select = db.prepare(sql::DEAD_LETTERS).map_err(direct::error)?;
+            let mut rows = select
+                .query(params![queue, limit as i64])
+                .map_err(direct::error)?;
+            let mut letters = Vec::new();
+            while let Some(row) = rows.next().map_err(direct::error)? {
+                letters.push(dead_letter(row)?);
+            }
+            Ok(letters)
+        })
+        .await
     }
 
     async fn requeue(&self, id: u64) -> Result<()> {
         let now = self.now();
-        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let row = sqlx::query(sql::DEAD_LETTER_BY_ID)
-            .bind(id as i64)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Error::NotFound {
-                entity: "DeadLetter".to_owned(),
-                id: id.to_string(),
-            })?;
-        let letter = dead_letter(&row)?;
-        let messages = outgoing(vec![letter.envelope], now)?;
-        // Back as it was first sent, but due now: a requeue is an operator's explicit retry.
-        let messages: Vec<Outgoing> = messages
-            .into_iter()
-            .map(|m| Outgoing {
-                visible_at: now.timestamp_micros(),
-                ..m
-            })
-            .collect();
-        insert(&mut tx, &letter.queue, &messages, now.timestamp_micros()).await?;
-        sqlx::query(sql::REMOVE_DEAD_LETTER)
-            .bind(id as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.wake(&letter.queue);
+        let queue = self
+            .write(
+                3,
+                Box::new(move |db| {
+                    let letter = db
+                        .prepare_cached(sql::DEAD_LETTER_BY_ID)
+                        .and_then(|mut select| {
+                            select.query([id as i64])?.next().map(|row| row.map(dead_letter))
+                        })
+                        .map_err(direct::error)?
+                        .transpose()?
+                        .ok_or_else(|| Error::NotFound {
+                            entity: "DeadLetter".to_owned(),
+                            id: id.to_string(),
+                        })?;
+                    // Back as it was first sent, but due now: an operator's explicit retry.
+                    let messages: Vec<Outgoing> = outgoing(vec![letter.envelope], now)?
+                        .into_iter()
+                        .map(|m| Outgoing {
+                            visible_at: now.timestamp_micros(),
+                            ..m
+                        })
+                        .collect();
+                    insert(db, &letter.queue, &messages, now.timestamp_micros())?;
+                    db.prepare_cached(sql::REMOVE_DEAD_LETTER)
+                        .and_then(|mut remove| remove.execute([id as i64]))
+                        .map_err(direct::error)?;
+                    Ok(letter.queue)
+                }),
+            )
+            .await?;
+        self.wake(&queue);
         Ok(())
     }
 }
