@@ -232,7 +232,12 @@ impl Documents {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Reads through a memory map: a reader's page cache is dropped after every write.
+            .pragma(
+                "mmap_size",
+                cqrs_sql::SqliteOptions::DEFAULT_MMAP_SIZE.to_string(),
+            );
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
