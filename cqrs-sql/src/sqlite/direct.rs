@@ -13,7 +13,7 @@
 //! `rusqlite::Connection` that does not own it.
 
 use cqrs_core::{Codec, Error, Result};
-use rusqlite::{Connection, ErrorCode, Row};
+use rusqlite::{Connection, ErrorCode, Row, RowIndex};
 use sqlx::SqliteConnection;
 
 use crate::error::{corrupt, db};
@@ -65,14 +65,18 @@ pub(super) fn is_unique_violation(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// Column `column` of `row`, converted; a missing column or a value of the wrong type is a
-/// permanent error.
-pub(super) fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &str) -> Result<T> {
+/// Column `column` (a name or an index) of `row`, converted; a missing column or a value of
+/// the wrong type is a permanent error.
+pub(super) fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: impl RowIndex) -> Result<T> {
     row.get(column).map_err(error)
 }
 
-/// The codec named by the tag in column `column`.
-pub(super) fn codec(row: &Row<'_>, column: &str) -> Result<Codec> {
-    let tag: String = get(row, column)?;
-    tag.parse().map_err(|e| corrupt("codec tag", e))
+/// The codec named by the tag in column `column`, read without copying it.
+pub(super) fn codec(row: &Row<'_>, column: impl RowIndex) -> Result<Codec> {
+    row.get_ref(column)
+        .map_err(error)?
+        .as_str()
+        .map_err(|e| corrupt("codec tag", e))?
+        .parse()
+        .map_err(|e| corrupt("codec tag", e))
 }

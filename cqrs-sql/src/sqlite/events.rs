@@ -49,9 +49,7 @@ fn event(row: &rusqlite::Row<'_>) -> Result<StoredEvent> {
         payload: Payload {
             name: text(row, 5, "event name")?.to_owned(),
             schema_version: integer(row, 6, "schema version")? as u32,
-            codec: text(row, 7, "codec tag")?
-                .parse()
-                .map_err(|e| corrupt("codec tag", e))?,
+            codec: direct::codec(row, 7)?,
             bytes: payload
                 .as_blob()
                 .map_err(|e| corrupt("payload", e))?

@@ -1,6 +1,7 @@
 //! The message transport on SQLite: queues with sessions, delays, expiry, leases and dead
 //! letters, and topics with filtered subscriptions.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,10 +56,12 @@ fn outgoing(
         .collect()
 }
 
-fn insert(db: &Connection, queue: &str, messages: &[Outgoing], now: i64) -> Result<()> {
+/// Inserts `messages` (owned or borrowed) into `queue`, up to [`ROWS_PER_INSERT`] per statement.
+fn insert<M: Borrow<Outgoing>>(db: &Connection, queue: &str, messages: &[M], now: i64) -> Result<()> {
     for chunk in messages.chunks(ROWS_PER_INSERT) {
         let mut statement = String::from(sql::ENQUEUE);
         sql::push_rows(&mut statement, sql::MESSAGE_ROW, chunk.len());
+        let chunk: Vec<&Outgoing> = chunk.iter().map(Borrow::borrow).collect();
         let columns: Vec<(&str, &[u8])> = chunk
             .iter()
             .map(|m| (m.payload.codec.tag(), m.payload.bytes.as_ref()))
@@ -138,18 +141,7 @@ fn fan_out(db: &Connection, topic: &str, messages: &[Outgoing], now: i64) -> Res
             continue;
         }
         let queue = subscription_queue(topic, &subscription);
-        let copies: Vec<Outgoing> = matching
-            .into_iter()
-            .map(|m| Outgoing {
-                message_id: m.message_id.clone(),
-                session_id: m.session_id.clone(),
-                payload: m.payload.clone(),
-                metadata: m.metadata.clone(),
-                visible_at: m.visible_at,
-                expires_at: m.expires_at,
-            })
-            .collect();
-        insert(db, &queue, &copies, now)?;
+        insert(db, &queue, &matching, now)?;
         queues.push(queue);
     }
     Ok(queues)
