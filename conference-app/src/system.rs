@@ -29,8 +29,8 @@ use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
     EventOutbox, EventStore, InboxStore, Leases, LocalFirst, MementoCache, MementoPolicy, MessageFilter,
-    MessageQueue, Metrics, ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus, QueueDepths, Relay,
-    Repository, Result, SharedClock, SharedLog, TopicBus, Topics, run_under_lease,
+    MessageQueue, Metrics, Partitioned, ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus,
+    QueueDepths, Relay, Repository, Result, SharedClock, SharedLog, TopicBus, Topics, run_under_lease,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -479,10 +479,16 @@ impl<S: Backend> System<S> {
             async move { commands.run_until(done).await }
         });
         for (name, dispatcher) in self.subscriptions()? {
+            // A batch of one stream's events goes to many registration processes: run each
+            // process's part concurrently. Seat assignments keep the session's order.
+            let key = match name {
+                "registration" => RegistrationRouter::<S, Bus<S>>::process_key,
+                _ => |_: &Envelope| None,
+            };
             let processor = Processor::with_config(
                 self.store.clone(),
                 subscription_queue(EVENTS, name),
-                Arc::new(dispatcher),
+                Arc::new(Partitioned::new(dispatcher, key)),
                 self.clock.clone(),
                 ProcessorConfig::default(),
             );

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cqrs_core::{
-    Aggregate, CommandDispatcher, CommandHandler, EventStore, Inbox, InboxStore, Metadata, Originator,
-    Repository, Result, Root, event_set,
+    Aggregate, BatchOutcome, CommandBatchHandler, CommandDispatcher, CommandHandler, Decoded, Envelope,
+    EventStore, Inbox, InboxStore, Message, Metadata, Originator, Repository, Result, Root, event_set,
 };
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -264,7 +264,9 @@ impl<S: EventStore + 'static> SeatsAvailabilityHandler<S> {
         Self { availability }
     }
 
-    /// Registers the five commands with `dispatcher`. `AddSeats` and `RemoveSeats` go through
+    /// Registers the five commands with `dispatcher`, and runs of the three reservation
+    /// commands with their batch handler (one load, one append per run of a conference's
+    /// session). `AddSeats` and `RemoveSeats` go through
     /// an [`Inbox`] on `inbox`: they change counts, so a second delivery of one command (sent at
     /// least once by the conference view's outbox, whose relay may send it again while the
     /// first copy is on its way) must change nothing. The three reservation commands are
@@ -281,6 +283,7 @@ impl<S: EventStore + 'static> SeatsAvailabilityHandler<S> {
             .register::<MakeSeatReservation, _>(self.clone())?
             .register::<CancelSeatReservation, _>(self.clone())?
             .register::<CommitSeatReservation, _>(self.clone())?
+            .register_batch(Reservation::NAMES, self.clone())?
             .register::<AddSeats, _>(Inbox::new(
                 "SeatsAvailability/AddSeats",
                 self.clone(),
@@ -323,30 +326,129 @@ impl<S: EventStore + 'static> SeatsAvailabilityHandler<S> {
     }
 }
 
-impl<S: EventStore + 'static> CommandHandler<MakeSeatReservation> for SeatsAvailabilityHandler<S> {
-    async fn handle(&self, c: &MakeSeatReservation, metadata: &Metadata) -> Result<()> {
-        self.existing(c.conference_id, c.id, metadata, |a| {
-            a.make_reservation(c.reservation_id, &c.seats)
+/// One of the three reservation commands, which a run of a conference's session is made of.
+#[derive(Debug)]
+enum Reservation<'a> {
+    Make(Decoded<'a, MakeSeatReservation>),
+    Cancel(Decoded<'a, CancelSeatReservation>),
+    Commit(Decoded<'a, CommitSeatReservation>),
+}
+
+impl<'a> Reservation<'a> {
+    const NAMES: [&'static str; 3] = [
+        MakeSeatReservation::NAME,
+        CancelSeatReservation::NAME,
+        CommitSeatReservation::NAME,
+    ];
+
+    fn decode(envelope: &'a Envelope) -> Result<Self> {
+        let message = &envelope.message;
+        match envelope.name() {
+            MakeSeatReservation::NAME => message.decode().map(Self::Make),
+            CancelSeatReservation::NAME => message.decode().map(Self::Cancel),
+            CommitSeatReservation::NAME => message.decode().map(Self::Commit),
+            other => Err(cqrs_core::Error::NoHandler(other.to_owned())),
+        }
+    }
+
+    fn conference_id(&self) -> Uuid {
+        match self {
+            Self::Make(c) => c.conference_id,
+            Self::Cancel(c) => c.conference_id,
+            Self::Commit(c) => c.conference_id,
+        }
+    }
+
+    fn id(&self) -> Uuid {
+        match self {
+            Self::Make(c) => c.id,
+            Self::Cancel(c) => c.id,
+            Self::Commit(c) => c.id,
+        }
+    }
+
+    fn decide(&self, availability: &SeatsAvailability) -> DomainResult<Vec<SeatsAvailabilityEvent>> {
+        match self {
+            Self::Make(c) => availability.make_reservation(c.reservation_id, &c.seats),
+            Self::Cancel(c) => Ok(availability.cancel_reservation(c.reservation_id)),
+            Self::Commit(c) => Ok(availability.commit_reservation(c.reservation_id)),
+        }
+    }
+}
+
+impl<S: EventStore + 'static> SeatsAvailabilityHandler<S> {
+    async fn reserve(&self, command: Reservation<'_>, metadata: &Metadata) -> Result<()> {
+        self.existing(command.conference_id(), command.id(), metadata, |a| {
+            command.decide(a)
         })
         .await
+    }
+}
+
+impl<S: EventStore + 'static> CommandHandler<MakeSeatReservation> for SeatsAvailabilityHandler<S> {
+    async fn handle(&self, c: &MakeSeatReservation, metadata: &Metadata) -> Result<()> {
+        self.reserve(Reservation::Make(Decoded::Borrowed(c)), metadata)
+            .await
     }
 }
 
 impl<S: EventStore + 'static> CommandHandler<CancelSeatReservation> for SeatsAvailabilityHandler<S> {
     async fn handle(&self, c: &CancelSeatReservation, metadata: &Metadata) -> Result<()> {
-        self.existing(c.conference_id, c.id, metadata, |a| {
-            Ok(a.cancel_reservation(c.reservation_id))
-        })
-        .await
+        self.reserve(Reservation::Cancel(Decoded::Borrowed(c)), metadata)
+            .await
     }
 }
 
 impl<S: EventStore + 'static> CommandHandler<CommitSeatReservation> for SeatsAvailabilityHandler<S> {
     async fn handle(&self, c: &CommitSeatReservation, metadata: &Metadata) -> Result<()> {
-        self.existing(c.conference_id, c.id, metadata, |a| {
-            Ok(a.commit_reservation(c.reservation_id))
-        })
-        .await
+        self.reserve(Reservation::Commit(Decoded::Borrowed(c)), metadata)
+            .await
+    }
+}
+
+/// A run of a conference's reservation commands, decided in order on one load of its
+/// SeatsAvailability and saved in one append, each event caused by its own command. The run
+/// stops before a command that fails (what came before it is saved) or that is for another
+/// conference.
+impl<S: EventStore + 'static> CommandBatchHandler for SeatsAvailabilityHandler<S> {
+    async fn handle_batch<'a>(&'a self, commands: &'a [&'a Envelope]) -> BatchOutcome {
+        let mut availability: Option<Root<SeatsAvailability>> = None;
+        let mut causes = Vec::with_capacity(commands.len());
+        let mut failure = None;
+        for envelope in commands {
+            let command = match Reservation::decode(envelope) {
+                Ok(command) => command,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            let root = match &mut availability {
+                Some(root) if root.id() != command.conference_id() => break,
+                Some(root) => root,
+                None => match self.availability.get(command.conference_id()).await {
+                    Ok(root) => availability.insert(root),
+                    Err(error) => return BatchOutcome::failed(0, error),
+                },
+            };
+            let before = root.pending().len();
+            if let Err(error) = root.execute(|a| command.decide(a)) {
+                failure = Some(error.into());
+                break;
+            }
+            let cause = caused_by_command(command.id(), &envelope.metadata);
+            causes.push((cause, root.pending().len() - before));
+        }
+        let decided = causes.len();
+        if let Some(root) = &mut availability
+            && let Err(error) = self.availability.save_caused(root, causes).await
+        {
+            return BatchOutcome::failed(0, error);
+        }
+        match failure {
+            Some(error) => BatchOutcome::failed(decided, error),
+            None => BatchOutcome::handled(decided),
+        }
     }
 }
 

@@ -172,13 +172,19 @@ fn cancel_and_commit_act_only_on_pending_reservations() {
     }
 }
 
-#[tokio::test]
-async fn a_seat_count_command_delivered_twice_counts_once() {
+/// A store and a dispatcher with the SeatsAvailability handler registered as the app does.
+fn registered() -> (Arc<MemoryEventStore>, cqrs_core::CommandDispatcher) {
     let store = Arc::new(MemoryEventStore::new());
     let mut dispatcher = cqrs_core::CommandDispatcher::new();
     Arc::new(SeatsAvailabilityHandler::new(Repository::new(store.clone())))
         .register(&mut dispatcher, Arc::new(cqrs_memory::MemoryInbox::new()))
         .unwrap();
+    (store, dispatcher)
+}
+
+#[tokio::test]
+async fn a_seat_count_command_delivered_twice_counts_once() {
+    let (store, dispatcher) = registered();
     let (conference, seat_type) = (Uuid::now_v7(), Uuid::now_v7());
     let add = cqrs_core::Envelope::command(AddSeats::new(conference, seat_type, 5));
     let remove = cqrs_core::Envelope::command(RemoveSeats::new(conference, seat_type, 2));
@@ -257,6 +263,89 @@ async fn the_handler_creates_on_add_and_requires_the_aggregate_otherwise() {
         Some(make.id.to_string()),
         "SeatsReserved is correlated with the MakeSeatReservation"
     );
+}
+
+#[tokio::test]
+async fn a_run_of_reservation_commands_is_decided_in_order_and_saved_up_to_a_failure() {
+    let (store, dispatcher) = registered();
+    let (conference, seat_type) = (Uuid::now_v7(), Uuid::now_v7());
+    let (r1, r2, r3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let stream = StreamId::for_aggregate("SeatsAvailability", conference);
+    let batch = |commands: &[cqrs_core::Envelope]| {
+        let dispatcher = &dispatcher;
+        let commands = commands.to_vec();
+        async move {
+            let refs: Vec<&cqrs_core::Envelope> = commands.iter().collect();
+            dispatcher.dispatch_batch(&refs).await
+        }
+    };
+    use cqrs_core::Envelope;
+
+    let outcome = batch(&[
+        Envelope::command(MakeSeatReservation::new(conference, r1, seats(&[(seat_type, 1)]))),
+        Envelope::command(MakeSeatReservation::new(conference, r2, seats(&[(seat_type, 1)]))),
+    ])
+    .await;
+    assert_eq!(
+        (outcome.handled, outcome.error.as_ref().and_then(kind_of)),
+        (0, Some("not-found")),
+        "no SeatsAvailability yet: the first command fails, nothing is saved"
+    );
+    cqrs_core::MessageHandler::handle(
+        &dispatcher,
+        &Envelope::command(AddSeats::new(conference, seat_type, 5)),
+    )
+    .await
+    .unwrap();
+
+    let commands = [
+        MakeSeatReservation::new(conference, r1, seats(&[(seat_type, 2)])),
+        MakeSeatReservation::new(conference, r2, seats(&[(seat_type, 2)])),
+    ];
+    let commit = CommitSeatReservation::new(conference, r1);
+    let unknown_type = MakeSeatReservation::new(conference, r3, seats(&[(Uuid::now_v7(), 1)]));
+    let outcome = batch(&[
+        Envelope::command(commands[0].clone()),
+        Envelope::command(commands[1].clone()),
+        Envelope::command(commit.clone()),
+        Envelope::command(unknown_type),
+        Envelope::command(CommitSeatReservation::new(conference, r2)),
+    ])
+    .await;
+    assert_eq!(outcome.handled, 3, "the run stops at the command that fails");
+    assert_eq!(outcome.error.as_ref().and_then(kind_of), Some("invalid-argument"));
+    let events = store.load(&stream, 1).await.unwrap();
+    let caused: Vec<_> = events
+        .iter()
+        .map(|e| (e.payload.name.as_str(), e.metadata.correlation_id.clone()))
+        .collect();
+    assert_eq!(
+        caused,
+        [
+            ("SeatsReserved", Some(commands[0].id.to_string())),
+            ("SeatsReserved", Some(commands[1].id.to_string())),
+            ("SeatsReservationCommitted", Some(commit.id.to_string())),
+        ],
+        "what came before the failure is saved, each event caused by its own command"
+    );
+
+    let other = Uuid::now_v7();
+    let outcome = batch(&[
+        Envelope::command(CommitSeatReservation::new(conference, r2)),
+        Envelope::command(CancelSeatReservation::new(other, r3)),
+    ])
+    .await;
+    assert_eq!(
+        (outcome.handled, outcome.error.is_none()),
+        (1, true),
+        "a run stops before another conference's command, without failing"
+    );
+    let availability = Repository::<SeatsAvailability, _>::new(store.clone())
+        .get(conference)
+        .await
+        .unwrap();
+    assert_eq!(availability.remaining(seat_type), Some(1));
+    assert!(availability.pending_reservations().is_empty());
 }
 
 // ---- properties -------------------------------------------------------------------------

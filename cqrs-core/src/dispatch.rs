@@ -90,15 +90,106 @@ where
     }
 }
 
+/// What handling a batch of messages came to: the first `handled` messages were handled; if
+/// `error` is set, the message after them failed with it. Messages past those were not tried:
+/// a handler may stop early, and is handed the rest again.
+#[derive(Debug)]
+#[must_use]
+pub struct BatchOutcome {
+    /// How many messages, from the first, were handled.
+    pub handled: usize,
+    /// Why the message after the handled ones failed, if one did.
+    pub error: Option<Error>,
+}
+
+impl BatchOutcome {
+    /// The first `handled` messages were handled, and the rest not tried.
+    pub fn handled(handled: usize) -> Self {
+        Self { handled, error: None }
+    }
+
+    /// The first `handled` messages were handled, and the next one failed with `error`.
+    pub fn failed(handled: usize, error: Error) -> Self {
+        Self {
+            handled,
+            error: Some(error),
+        }
+    }
+
+    /// The outcome of handling the first message alone.
+    pub fn first(result: Result<()>) -> Self {
+        match result {
+            Ok(()) => Self::handled(1),
+            Err(error) => Self::failed(0, error),
+        }
+    }
+}
+
 /// Handles any message given in an envelope: what processors drive.
 pub trait MessageHandler: Send + Sync {
     /// Handles one envelope.
     fn handle(&self, envelope: &Envelope) -> impl Future<Output = Result<()>> + Send;
+
+    /// Handles consecutive messages of one session, in order, as far as it goes: a handler
+    /// that can do a run of them together (one aggregate load and one save, say) answers for
+    /// the whole run; the processor hands the messages it did not try over again. It must stop
+    /// at the first message that fails: the ones after it wait for that one's retry.
+    ///
+    /// The default handles the first message alone.
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [&'a Envelope],
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a {
+        async move {
+            match envelopes.first() {
+                Some(envelope) => BatchOutcome::first(self.handle(envelope).await),
+                None => BatchOutcome::handled(0),
+            }
+        }
+    }
 }
 
 impl<T: MessageHandler> MessageHandler for Arc<T> {
     fn handle(&self, envelope: &Envelope) -> impl Future<Output = Result<()>> + Send {
         (**self).handle(envelope)
+    }
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [&'a Envelope],
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a {
+        (**self).handle_batch(envelopes)
+    }
+}
+
+/// Handles runs of consecutive commands together, of one or several command types: the
+/// commands of one aggregate's session, say, decided on one load of it and saved in one append.
+/// Registered with [`CommandDispatcher::register_batch`] beside the commands' own handlers,
+/// which still handle each command sent alone.
+pub trait CommandBatchHandler: Send + Sync + 'static {
+    /// Handles `commands`, in order, each one of the names it was registered for, and stops at
+    /// the first that fails (see [`MessageHandler::handle_batch`]).
+    fn handle_batch<'a>(
+        &'a self,
+        commands: &'a [&'a Envelope],
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a;
+}
+
+impl<H: CommandBatchHandler> CommandBatchHandler for Arc<H> {
+    fn handle_batch<'a>(
+        &'a self,
+        commands: &'a [&'a Envelope],
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a {
+        (**self).handle_batch(commands)
+    }
+}
+
+trait ErasedBatchHandler: Send + Sync {
+    fn call<'a>(&'a self, commands: &'a [&'a Envelope]) -> BoxFuture<'a, BatchOutcome>;
+}
+
+impl<H: CommandBatchHandler> ErasedBatchHandler for H {
+    fn call<'a>(&'a self, commands: &'a [&'a Envelope]) -> BoxFuture<'a, BatchOutcome> {
+        Box::pin(self.handle_batch(commands))
     }
 }
 
@@ -201,6 +292,9 @@ impl<C: Command, H: CommandHandler<C>> ErasedCommandHandler for TypedCommandHand
 #[derive(Default)]
 pub struct CommandDispatcher {
     index: Index<Box<dyn ErasedCommandHandler>>,
+    /// Handlers of runs of commands, and which one takes each command name.
+    batches: Vec<Box<dyn ErasedBatchHandler>>,
+    batch_of: FastMap<&'static str, usize>,
 }
 
 impl CommandDispatcher {
@@ -222,6 +316,53 @@ impl CommandDispatcher {
             _command: PhantomData,
         }));
         Ok(self)
+    }
+
+    /// Registers `handler` for runs of two or more consecutive commands named in `names`
+    /// (see [`MessageHandler::handle_batch`]); each of them keeps the handler it was
+    /// registered with for a command alone.
+    ///
+    /// # Errors
+    /// [`Error::NoHandler`] for a name without a handler of its own;
+    /// [`Error::AlreadyRegistered`] for a name another batch handler takes.
+    pub fn register_batch<H: CommandBatchHandler>(
+        &mut self,
+        names: impl IntoIterator<Item = &'static str>,
+        handler: H,
+    ) -> Result<&mut Self> {
+        let names: Vec<&'static str> = names.into_iter().collect();
+        for name in &names {
+            if !self.index.by_name.contains_key(name) {
+                return Err(Error::NoHandler(format!(
+                    "{name} (a batch handler needs the command's own)"
+                )));
+            }
+            if self.batch_of.contains_key(name) {
+                return Err(Error::AlreadyRegistered(format!("{name} (in a batch)")));
+            }
+        }
+        let slot = self.batches.len();
+        self.batches.push(Box::new(handler));
+        self.batch_of.extend(names.into_iter().map(|name| (name, slot)));
+        Ok(self)
+    }
+
+    /// Handles a run of consecutive commands: the leading ones one batch handler takes
+    /// together, or else the first alone.
+    pub async fn dispatch_batch(&self, envelopes: &[&Envelope]) -> BatchOutcome {
+        let Some(first) = envelopes.first() else {
+            return BatchOutcome::handled(0);
+        };
+        if let Some(&slot) = self.batch_of.get(first.name()) {
+            let run = envelopes
+                .iter()
+                .take_while(|e| self.batch_of.get(e.name()) == Some(&slot))
+                .count();
+            if run > 1 {
+                return self.batches[slot].call(&envelopes[..run]).await;
+            }
+        }
+        BatchOutcome::first(self.dispatch(first).await)
     }
 
     /// Whether a handler is registered for this message.
@@ -256,6 +397,12 @@ impl CommandDispatcher {
 impl MessageHandler for CommandDispatcher {
     fn handle(&self, envelope: &Envelope) -> impl Future<Output = Result<()>> + Send {
         self.dispatch(envelope)
+    }
+    fn handle_batch<'a>(
+        &'a self,
+        envelopes: &'a [&'a Envelope],
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a {
+        self.dispatch_batch(envelopes)
     }
 }
 

@@ -117,6 +117,7 @@ pub mod inbox;
 mod lease;
 mod limit;
 mod message;
+mod partitioned;
 mod process;
 mod processor;
 mod publisher;
@@ -136,7 +137,8 @@ pub use crate::bus::{
 pub use crate::clock::{Clock, ManualClock, SharedClock, SystemClock, saturating_add};
 pub use crate::codec::{Codec, CodecError, CodecOp, Upcast};
 pub use crate::dispatch::{
-    CommandDispatcher, CommandHandler, EventDispatcher, EventHandler, FnHandler, MessageHandler, handler_fn,
+    BatchOutcome, CommandBatchHandler, CommandDispatcher, CommandHandler, EventDispatcher, EventHandler,
+    FnHandler, MessageHandler, handler_fn,
 };
 pub use crate::envelope::{Envelope, Metadata, Source};
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
@@ -144,6 +146,7 @@ pub use crate::inbox::{Inbox, InboxStore};
 pub use crate::lease::{Lease, Leases, run_under_lease};
 pub use crate::limit::{AdaptiveLimit, LimitConfig, Permit};
 pub use crate::message::{AnyMessage, Command, Decoded, Message, Payload};
+pub use crate::partitioned::Partitioned;
 pub use crate::process::{
     LoadedProcess, Process, ProcessRecord, ProcessRepository, ProcessState, ProcessStore, Relay,
     StoredCommand, process_conflict,

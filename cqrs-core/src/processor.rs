@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 
 use crate::backoff::Backoff;
 use crate::clock::SharedClock;
-use crate::dispatch::MessageHandler;
+use crate::dispatch::{BatchOutcome, MessageHandler};
+use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::limit::{AdaptiveLimit, LimitConfig};
 use crate::transport::{Delivery, MessageQueue};
@@ -35,6 +36,11 @@ pub struct ProcessorConfig {
     pub conflict_retries: u32,
     /// The most messages received in one call.
     pub batch_size: usize,
+    /// The most messages of one session taken at once, when the transport hands them over
+    /// with the completion of the ones before: the handler gets them as one batch
+    /// ([`MessageHandler::handle_batch`]), and they are completed together (default 32; 1
+    /// takes them one by one).
+    pub session_batch: usize,
     /// How long an idle processor waits before polling again when no wake-up arrives.
     pub poll_interval: Duration,
     /// Bounds of the adaptive concurrency limit.
@@ -51,6 +57,7 @@ impl Default for ProcessorConfig {
                 ..Backoff::default()
             },
             batch_size: 64,
+            session_batch: 32,
             poll_interval: Duration::from_millis(500),
             limit: LimitConfig::default(),
         }
@@ -75,10 +82,13 @@ struct Inner<Q, H> {
 ///   back after the backoff delay for its delivery count.
 /// - **Dead letters**: after `max_deliveries` failed deliveries; at once for a message that
 ///   cannot be decoded or has no handler; unprocessed for one whose time to live ran out.
-/// - **Sessions** run serially inside (the transport hands out one message per session at a
+/// - **Sessions** run serially inside (the transport hands a session to one consumer at a
 ///   time) and in parallel across, under an [`AdaptiveLimit`]. The task that completes a
-///   session's message goes on with the session's next one when the transport hands it over
-///   with the completion ([`MessageQueue::complete_and_next`]).
+///   session's messages goes on with the session's next ones when the transport hands them
+///   over with the completion ([`MessageQueue::complete_and_next`]), up to
+///   [`session_batch`](ProcessorConfig::session_batch) at once, as one batch for the handler
+///   ([`MessageHandler::handle_batch`]); when one of them fails, it is retried and the ones
+///   after it are given back untried ([`MessageQueue::release`]).
 pub struct Processor<Q, H> {
     inner: Arc<Inner<Q, H>>,
 }
@@ -231,93 +241,146 @@ where
 
 impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
     /// Handles `delivery` and settles it; a completed session message is followed by the
-    /// session's next one where the transport hands it over with the completion
+    /// session's next ones where the transport hands them over with the completion
     /// ([`MessageQueue::complete_and_next`]). Returns how many messages it settled.
-    async fn settle(&self, mut delivery: Delivery) -> usize {
-        let mut settled = 1;
-        while let Some(next) = self.settle_one(&delivery).await {
-            delivery = next;
-            settled += 1;
+    async fn settle(&self, delivery: Delivery) -> usize {
+        let mut batch = vec![delivery];
+        let mut settled = 0;
+        while !batch.is_empty() {
+            settled += batch.len();
+            batch = self.settle_batch(&batch).await;
         }
         settled
     }
 
-    async fn settle_one(&self, delivery: &Delivery) -> Option<Delivery> {
-        let name = delivery.envelope.name().to_owned();
-        let outcome = self.run_handler(delivery).await;
-        let mut next = None;
-        let (label, settled) = match outcome {
-            Ok(()) => {
+    /// Handles `batch` (one message, or consecutive messages of one session) in order and
+    /// settles each: the handled ones are completed together, a failed one abandoned to its
+    /// retry with the ones after it released untried. Returns the session's next messages when
+    /// the transport hands them over with the completion.
+    async fn settle_batch(&self, batch: &[Delivery]) -> Vec<Delivery> {
+        let mut handled: Vec<Delivery> = Vec::with_capacity(batch.len());
+        let mut rest = batch;
+        let mut conflicts = 0;
+        let mut interrupted = false;
+        while let Some(first) = rest.first() {
+            if self.expired(first) {
+                tracing::info!(queue = %self.queue, message = first.envelope.name(), "time to live elapsed; dead-lettered unprocessed");
+                self.dead_letter(first, "expired: time to live elapsed before delivery")
+                    .await;
+                rest = &rest[1..];
+                continue;
+            }
+            let run = rest.iter().position(|d| self.expired(d)).unwrap_or(rest.len());
+            let outcome = self.run_handler(&rest[..run]).await;
+            let done = outcome.handled.min(run);
+            for delivery in &rest[..done] {
                 self.limit.success();
-                let follow =
-                    delivery.envelope.metadata.session_id.is_some() && !self.stopping.load(Ordering::Relaxed);
-                let completed = if follow {
-                    self.transport
-                        .complete_and_next(delivery)
-                        .await
-                        .map(|following| next = following)
-                } else {
-                    self.transport.complete(delivery).await
-                };
-                ("completed", completed)
+                self.count(delivery, "completed");
             }
-            Err(Settle::DeadLetter(reason)) => (
-                "dead_lettered",
-                self.transport.dead_letter(delivery, &reason).await,
-            ),
-            Err(Settle::Retry(error)) => {
-                self.limit.record::<()>(&Err(error));
-                let delay = self.config.backoff.delay(delivery.delivery_count);
-                ("retried", self.transport.abandon(delivery, delay).await)
+            handled.extend_from_slice(&rest[..done]);
+            rest = &rest[done..];
+            let error = match outcome.error {
+                Some(error) if !rest.is_empty() => error,
+                _ if done > 0 => continue,
+                _ => Error::permanent("the handler handled none of the messages it was given"),
+            };
+            let failed = &rest[0];
+            match self.classify(failed, error, &mut conflicts) {
+                None => {}
+                Some(Settle::DeadLetter(reason)) => {
+                    self.dead_letter(failed, &reason).await;
+                    rest = &rest[1..];
+                }
+                Some(Settle::Retry(error)) => {
+                    self.limit.record::<()>(&Err(error));
+                    let delay = self.config.backoff.delay(failed.delivery_count);
+                    self.report(failed, self.transport.abandon(failed, delay).await);
+                    self.count(failed, "retried");
+                    let untried = &rest[1..];
+                    if !untried.is_empty() {
+                        let released = self.transport.release(untried).await;
+                        self.report(&untried[0], released);
+                    }
+                    interrupted = true;
+                    break;
+                }
             }
-        };
-        metrics::counter!("cqrs_processor_messages_total", "queue" => self.queue.clone(), "name" => name, "outcome" => label)
-            .increment(1);
-        if let Err(error) = settled {
-            // The message stays (or becomes) visible again: it will be redelivered.
-            tracing::error!(queue = %self.queue, id = delivery.id, %error, "could not settle a delivery");
         }
-        next
+        let Some(last) = handled.last() else {
+            return Vec::new();
+        };
+        if last.envelope.metadata.session_id.is_none() {
+            let completed = self.transport.complete(last).await;
+            self.report(last, completed);
+            return Vec::new();
+        }
+        let follow = !interrupted && !self.stopping.load(Ordering::Relaxed);
+        let max = if follow { self.config.session_batch } else { 0 };
+        match self.transport.complete_and_next(&handled, max).await {
+            Ok(next) => next,
+            Err(error) => {
+                self.report(last, Err(error));
+                Vec::new()
+            }
+        }
     }
 
-    async fn run_handler(&self, delivery: &Delivery) -> Result<(), Settle> {
-        let envelope = &delivery.envelope;
-        if delivery.expires_at.is_some_and(|at| at <= self.clock.now()) {
-            tracing::info!(queue = %self.queue, message = envelope.name(), "time to live elapsed; dead-lettered unprocessed");
-            return Err(Settle::DeadLetter(
-                "expired: time to live elapsed before delivery".to_owned(),
-            ));
+    fn expired(&self, delivery: &Delivery) -> bool {
+        delivery.expires_at.is_some_and(|at| at <= self.clock.now())
+    }
+
+    fn count(&self, delivery: &Delivery, outcome: &'static str) {
+        metrics::counter!("cqrs_processor_messages_total", "queue" => self.queue.clone(), "name" => delivery.envelope.name().to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    /// Logs a settle that failed: the message stays (or becomes) visible again and will be
+    /// redelivered.
+    fn report(&self, delivery: &Delivery, settled: Result<()>) {
+        if let Err(error) = settled {
+            tracing::error!(queue = %self.queue, id = delivery.id, %error, "could not settle a delivery");
         }
-        let mut conflicts = 0;
-        let outcome = loop {
-            let outcome = AssertUnwindSafe(self.handler.handle(envelope))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(&*panic))));
-            match outcome {
-                Err(error) if error.is_conflict() && conflicts < self.config.conflict_retries => {
-                    conflicts += 1;
-                    tracing::debug!(queue = %self.queue, message = envelope.name(), %error, conflicts, "conflict; running the handler again");
-                    metrics::counter!("cqrs_processor_conflict_retries_total", "queue" => self.queue.clone())
-                        .increment(1);
-                }
-                outcome => break outcome,
-            }
-        };
-        let Err(error) = outcome else { return Ok(()) };
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
+        let moved = self.transport.dead_letter(delivery, reason).await;
+        self.report(delivery, moved);
+        self.count(delivery, "dead_lettered");
+    }
+
+    /// Runs the handler on `run` (no panic escapes: one fails the first message).
+    async fn run_handler(&self, run: &[Delivery]) -> BatchOutcome {
+        let envelopes: Vec<&Envelope> = run.iter().map(|d| &d.envelope).collect();
+        AssertUnwindSafe(self.handler.handle_batch(&envelopes))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| BatchOutcome::failed(0, Error::Panicked(panic_message(&*panic))))
+    }
+
+    /// What to do with a delivery whose handler failed with `error`: nothing yet (`None`: a
+    /// conflict, to run again at once), dead-letter it, or retry it after the backoff.
+    fn classify(&self, delivery: &Delivery, error: Error, conflicts: &mut u32) -> Option<Settle> {
+        let envelope = &delivery.envelope;
+        if error.is_conflict() && *conflicts < self.config.conflict_retries {
+            *conflicts += 1;
+            tracing::debug!(queue = %self.queue, message = envelope.name(), %error, conflicts, "conflict; running the handler again");
+            metrics::counter!("cqrs_processor_conflict_retries_total", "queue" => self.queue.clone())
+                .increment(1);
+            return None;
+        }
         if error.is_undeliverable() {
             tracing::warn!(queue = %self.queue, message = envelope.name(), %error, "undeliverable; dead-lettered");
-            return Err(Settle::DeadLetter(format!("undeliverable: {error}")));
+            return Some(Settle::DeadLetter(format!("undeliverable: {error}")));
         }
         if delivery.delivery_count >= self.config.max_deliveries {
             tracing::warn!(queue = %self.queue, message = envelope.name(), %error, deliveries = delivery.delivery_count, "dead-lettered after repeated failures");
-            return Err(Settle::DeadLetter(format!(
+            return Some(Settle::DeadLetter(format!(
                 "failed {} deliveries; last error: {error}",
                 delivery.delivery_count
             )));
         }
         tracing::debug!(queue = %self.queue, message = envelope.name(), %error, deliveries = delivery.delivery_count, "handler failed; will retry");
-        Err(Settle::Retry(error))
+        Some(Settle::Retry(error))
     }
 }
 

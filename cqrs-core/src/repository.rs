@@ -421,22 +421,48 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// # Errors
     /// [`Error::Conflict`] when another writer saved first; the pending events stay pending.
     pub async fn save(&self, root: &mut Root<A>, cause: impl Into<EventMetadata>) -> Result<()> {
+        let events = root.pending().len();
+        self.save_caused(root, [(cause.into(), events)]).await
+    }
+
+    /// Appends the pending events of `root` atomically, as [`save`](Self::save) does, with
+    /// causes given run by run: each `(cause, n)` is the metadata of the next `n` pending
+    /// events. For several commands decided on one load of the aggregate, each event caused by
+    /// its own command.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save); [`Error::Permanent`] when the runs do not cover the pending
+    /// events exactly (nothing is appended).
+    pub async fn save_caused(
+        &self,
+        root: &mut Root<A>,
+        causes: impl IntoIterator<Item = (EventMetadata, usize)>,
+    ) -> Result<()> {
         if root.pending().is_empty() {
             return Ok(());
         }
-        let metadata = cause.into();
-        let before = root.committed_version();
-        let events = root
-            .pending()
-            .iter()
-            .map(|event| {
-                Ok(NewEvent {
+        let mut pending = root.pending().iter();
+        let mut events = Vec::with_capacity(root.pending().len());
+        let mut covered = 0;
+        for (metadata, n) in causes {
+            covered += n;
+            for event in pending.by_ref().take(n) {
+                events.push(NewEvent {
                     event_id: Uuid::now_v7(),
                     payload: event.encode(self.codec)?,
                     metadata: metadata.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+                });
+            }
+        }
+        if covered != root.pending().len() {
+            return Err(Error::permanent(format!(
+                "the causes cover {covered} of {} pending events of {} {}",
+                root.pending().len(),
+                A::TYPE,
+                root.id()
+            )));
+        }
+        let before = root.committed_version();
         let stream = Self::stream_id(root.id());
         let appended = self
             .store

@@ -4,8 +4,10 @@
 //! Semantics every backend keeps:
 //! - a received message is invisible to other receivers until it is completed, abandoned
 //!   (visible again after a delay) or dead-lettered;
-//! - messages with a session id are delivered one at a time per session, in the order they
-//!   were enqueued: a session's next message waits until the one before is settled;
+//! - messages with a session id are delivered to one consumer at a time per session, in the
+//!   order they were enqueued: a session's next message waits until the one before is settled,
+//!   or comes with that one's completion, to the same consumer
+//!   ([`MessageQueue::complete_and_next`]);
 //! - a message with a `delay` is invisible until the delay has passed;
 //! - each receive increments the message's delivery count, and settling is fenced by it: a
 //!   delivery whose lock was lost (its lease ran out and the message was received again)
@@ -102,19 +104,48 @@ pub trait MessageQueue: Send + Sync {
     /// Removes a handled message.
     fn complete(&self, delivery: &Delivery) -> impl Future<Output = Result<()>> + Send;
 
-    /// Removes a handled message of a session and, where the backend can do both in one trip,
-    /// receives the session's next due message for the same consumer: a session handled one
-    /// message at a time then costs one trip per message less. `None` when the session has no
-    /// message due, when the completed delivery had lost its lock (another consumer may hold the
-    /// session now), or when the backend does not combine the two; the next message then comes
-    /// from a later [`receive`](Self::receive).
+    /// Removes handled messages of one session (`deliveries`, received by this consumer, in
+    /// order) and, where the backend can do both in one trip, receives up to `max` of the
+    /// session's next due messages for the same consumer: consecutive, in order, each locked as
+    /// by [`receive`](Self::receive). The session stays held until every one of them is settled
+    /// (or its lock runs out), so the consumer may handle them as one batch; those it does not
+    /// handle it gives back with [`release`](Self::release).
     ///
-    /// The default completes and answers `None`.
+    /// A session handled this way costs one trip per batch instead of two per message. The
+    /// answer is empty when `max` is 0, when the session has no message due, when any of
+    /// `deliveries` had lost its lock (another consumer may hold the session now; those that
+    /// had not are still completed), or when the backend does not combine the two; the next
+    /// message then comes from a later [`receive`](Self::receive).
+    ///
+    /// The default completes each delivery in turn and answers nothing.
     fn complete_and_next(
         &self,
-        delivery: &Delivery,
-    ) -> impl Future<Output = Result<Option<Delivery>>> + Send {
-        async move { self.complete(delivery).await.map(|()| None) }
+        deliveries: &[Delivery],
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>>> + Send {
+        let _ = max;
+        async move {
+            for delivery in deliveries {
+                self.complete(delivery).await?;
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    /// Gives back messages received but not handled (the rest of a session's batch after one
+    /// of them failed): visible again at once and, since they were not tried, with this
+    /// delivery not counted. Fenced like settling: a delivery whose lock was lost changes
+    /// nothing.
+    ///
+    /// The default abandons each with no delay, which counts the delivery: a backend whose
+    /// [`complete_and_next`](Self::complete_and_next) hands messages over should override it.
+    fn release(&self, deliveries: &[Delivery]) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for delivery in deliveries {
+                self.abandon(delivery, Duration::ZERO).await?;
+            }
+            Ok(())
+        }
     }
 
     /// Makes a message visible again after `retry_after`.
@@ -181,9 +212,13 @@ impl<T: MessageQueue> MessageQueue for Arc<T> {
     }
     fn complete_and_next(
         &self,
-        delivery: &Delivery,
-    ) -> impl Future<Output = Result<Option<Delivery>>> + Send {
-        (**self).complete_and_next(delivery)
+        deliveries: &[Delivery],
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>>> + Send {
+        (**self).complete_and_next(deliveries, max)
+    }
+    fn release(&self, deliveries: &[Delivery]) -> impl Future<Output = Result<()>> + Send {
+        (**self).release(deliveries)
     }
     fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> impl Future<Output = Result<()>> + Send {
         (**self).abandon(delivery, retry_after)

@@ -227,8 +227,80 @@ impl MessageQueue for MemoryTransport {
         Ok(())
     }
 
+    /// Completes the deliveries and, if every one still held its lock, takes the session's
+    /// leading due messages for the same consumer.
+    async fn complete_and_next(&self, deliveries: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
+        let mut held = true;
+        for delivery in deliveries {
+            held &= self.settle(delivery, None).is_some();
+        }
+        let (Some(last), true, 1..) = (deliveries.last(), held, max) else {
+            return Ok(Vec::new());
+        };
+        let Some(session) = last.envelope.metadata.session_id.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let now = self.inner.clock.now();
+        let state = self.queue(&last.queue);
+        let mut q = state.lock();
+        if q.busy_sessions.contains(session) {
+            return Ok(Vec::new());
+        }
+        let picked: Vec<u64> = q
+            .items
+            .iter()
+            .filter(|(_, item)| item.envelope.metadata.session_id.as_deref() == Some(session))
+            .take_while(|(_, item)| !item.in_flight && item.visible_at <= now)
+            .take(max)
+            .map(|(&id, _)| id)
+            .collect();
+        if !picked.is_empty() {
+            q.busy_sessions.insert(session.to_owned());
+        }
+        Ok(picked
+            .into_iter()
+            .map(|id| {
+                let item = q.items.get_mut(&id).expect("picked from the map");
+                item.in_flight = true;
+                item.delivery_count += 1;
+                Delivery {
+                    id,
+                    queue: last.queue.clone(),
+                    envelope: item.envelope.clone(),
+                    delivery_count: item.delivery_count,
+                    enqueued_at: item.enqueued_at,
+                    expires_at: item.expires_at,
+                }
+            })
+            .collect())
+    }
+
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
         self.settle(delivery, Some(retry_after));
+        Ok(())
+    }
+
+    /// Visible again at once, with the delivery count as it was before they were taken.
+    async fn release(&self, deliveries: &[Delivery]) -> Result<()> {
+        let now = self.inner.clock.now();
+        for delivery in deliveries {
+            let state = self.queue(&delivery.queue);
+            let mut q = state.lock();
+            let Some(item) = q.items.get_mut(&delivery.id) else {
+                continue;
+            };
+            if !item.in_flight || item.delivery_count != delivery.delivery_count {
+                continue;
+            }
+            item.in_flight = false;
+            item.delivery_count -= 1;
+            item.visible_at = now;
+            if let Some(session) = &delivery.envelope.metadata.session_id {
+                q.busy_sessions.remove(session);
+            }
+            drop(q);
+            state.arrived.notify_one();
+        }
         Ok(())
     }
 

@@ -9,9 +9,10 @@ use std::time::Duration;
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::uuid::Uuid;
 use cqrs_core::{
-    AnyMessage, Backoff, Bytes, Codec, Command, CommandDispatcher, DeadLetters, Envelope, Error, EventBus,
-    EventDispatcher, Inbox, LimitConfig, ManualClock, Message, MessageFilter, MessageQueue, Metadata,
-    Payload, Processor, ProcessorConfig, Result, SystemClock, TopicBus, Topics, handler_fn,
+    AnyMessage, Backoff, BatchOutcome, Bytes, Codec, Command, CommandBatchHandler, CommandDispatcher,
+    DeadLetters, Envelope, Error, EventBus, EventDispatcher, Inbox, LimitConfig, ManualClock, Message,
+    MessageFilter, MessageQueue, Metadata, Payload, Processor, ProcessorConfig, Result, SystemClock,
+    TopicBus, Topics, handler_fn,
 };
 use cqrs_memory::{MemoryInbox, MemoryTransport};
 use serde::{Deserialize, Serialize};
@@ -404,6 +405,83 @@ async fn sessions_are_serial_inside_and_parallel_across() {
         }
         assert_eq!(order[s], expected, "session {s} in order, retries in place");
     }
+}
+
+/// Handles runs of `Work` together, logging each run it is given, and fails once at `fail_at`
+/// after handling the ones before it (which stay handled).
+struct Batches {
+    runs: Mutex<Vec<Vec<u32>>>,
+    handled: Arc<Mutex<Vec<u32>>>,
+    fail_at: u32,
+    failed: AtomicUsize,
+}
+
+impl CommandBatchHandler for Batches {
+    async fn handle_batch<'a>(&'a self, commands: &'a [&'a Envelope]) -> BatchOutcome {
+        let seqs: Vec<u32> = commands
+            .iter()
+            .map(|e| e.message.decode::<Work>().unwrap().seq)
+            .collect();
+        self.runs.lock().unwrap().push(seqs.clone());
+        for (i, seq) in seqs.into_iter().enumerate() {
+            if seq == self.fail_at && self.failed.fetch_add(1, Ordering::SeqCst) == 0 {
+                return BatchOutcome::failed(i, Error::transient("first try fails"));
+            }
+            self.handled.lock().unwrap().push(seq);
+        }
+        BatchOutcome::handled(commands.len())
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_handed_over_in_batches_and_a_failure_retries_from_where_it_failed() {
+    let transport = MemoryTransport::new();
+    let handled: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let batches = Arc::new(Batches {
+        runs: Mutex::default(),
+        handled: Arc::clone(&handled),
+        fail_at: 4,
+        failed: AtomicUsize::new(0),
+    });
+    let mut d = CommandDispatcher::new();
+    let alone = Arc::clone(&handled);
+    d.register::<Work, _>(handler_fn(move |w: Work, _| {
+        let alone = Arc::clone(&alone);
+        async move {
+            alone.lock().unwrap().push(w.seq);
+            Ok(())
+        }
+    }))
+    .unwrap();
+    assert!(matches!(
+        d.register_batch(["test.Unknown"], Arc::clone(&batches)),
+        Err(Error::NoHandler(_))
+    ));
+    d.register_batch([Work::NAME], Arc::clone(&batches)).unwrap();
+    assert!(matches!(
+        d.register_batch([Work::NAME], Arc::clone(&batches)),
+        Err(Error::AlreadyRegistered(_))
+    ));
+    let mut cfg = config();
+    cfg.max_deliveries = 2;
+    let processor = Processor::with_config(transport.clone(), "q", Arc::new(d), SystemClock::shared(), cfg);
+    let envelopes = (0..10)
+        .map(|seq| Envelope::command(Work::in_session("s", seq)))
+        .collect();
+    transport.enqueue("q", envelopes).await.unwrap();
+    assert_eq!(processor.process_available().await.unwrap(), 16);
+    assert_eq!(
+        *handled.lock().unwrap(),
+        (0..10).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    assert_eq!(
+        *batches.runs.lock().unwrap(),
+        [(1..10).collect::<Vec<_>>(), (5..10).collect()],
+        "0 and the retried 4 come alone from a receive; the rest with the completion before them"
+    );
+    assert!(transport.dead_letters(None, 10).await.unwrap().is_empty());
+    assert_eq!(transport.depth("q"), 0);
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use cqrs_core::{
-    CommandBus, CommandDispatcher, CommandHandler, Envelope, EventDispatcher, EventHandler, Metadata,
-    Process, ProcessRepository, ProcessStore, Result, SharedClock,
+    CommandBus, CommandDispatcher, CommandHandler, Envelope, EventDispatcher, EventHandler, Message,
+    Metadata, Process, ProcessRepository, ProcessStore, Result, SharedClock,
 };
 use uuid::Uuid;
 
@@ -52,6 +52,28 @@ where
             .subscribe::<PaymentCompleted, _>(self.clone())?
             .subscribe::<OrderConfirmed, _>(self)?;
         Ok(())
+    }
+
+    /// The order whose registration process a message of the router's subscription goes to
+    /// (as a string): the key that lets a [`Partitioned`](cqrs_core::Partitioned) handler run
+    /// a batch of `SeatsReserved` of one conference, each for another order, concurrently.
+    /// `None` for a message it cannot tell (handled alone, to fail as it will).
+    pub fn process_key(envelope: &Envelope) -> Option<String> {
+        let order_id = match envelope.name() {
+            SeatsReserved::NAME => envelope.message.decode::<SeatsReserved>().ok()?.reservation_id,
+            PaymentCompleted::NAME => {
+                envelope
+                    .message
+                    .decode::<PaymentCompleted>()
+                    .ok()?
+                    .payment_source_id
+            }
+            OrderPlaced::NAME | OrderUpdated::NAME | OrderConfirmed::NAME => {
+                Sourced::of(&envelope.metadata).ok()?.id
+            }
+            _ => return None,
+        };
+        Some(order_id.to_string())
     }
 
     /// Registers the `ExpireRegistrationProcess` handler with `dispatcher`. Register it only

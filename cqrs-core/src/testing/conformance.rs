@@ -693,32 +693,69 @@ where
     assert_eq!(notes(&next), ["s1-2"]);
     transport.complete(&next[0]).await.unwrap();
 
-    // Complete and go on with the session: the next message comes with the completion or from
-    // the next receive, in order, and once.
+    // Complete and go on with the session: the next messages come with the completion (up to
+    // the number asked, in order, held by this consumer) or from the next receive; each once.
     transport
         .enqueue(
             &queue,
-            vec![
-                in_session("s3", "s3-1"),
-                in_session("s3", "s3-2"),
-                in_session("s3", "s3-3"),
-            ],
+            (1..=5).map(|i| in_session("s3", &format!("s3-{i}"))).collect(),
         )
         .await
         .unwrap();
     let mut handled = Vec::new();
-    let mut delivery = transport.receive(&queue, 10).await.unwrap().pop();
-    while let Some(current) = delivery {
-        handled.extend(notes(std::slice::from_ref(&current)));
-        delivery = match transport.complete_and_next(&current).await.unwrap() {
-            Some(following) => {
-                assert_eq!(following.delivery_count, 1);
-                Some(following)
+    let mut batch = transport.receive(&queue, 10).await.unwrap();
+    while !batch.is_empty() {
+        assert!(batch.iter().all(|d| d.delivery_count == 1));
+        handled.extend(notes(&batch));
+        assert!(
+            transport.receive(&queue, 10).await.unwrap().is_empty(),
+            "the session is held while its messages are"
+        );
+        batch = match transport.complete_and_next(&batch, 2).await.unwrap() {
+            next if next.is_empty() => transport.receive(&queue, 10).await.unwrap(),
+            next => {
+                assert!(next.len() <= 2, "no more than asked for");
+                next
             }
-            None => transport.receive(&queue, 10).await.unwrap().pop(),
         };
     }
-    assert_eq!(handled, ["s3-1", "s3-2", "s3-3"]);
+    assert_eq!(handled, ["s3-1", "s3-2", "s3-3", "s3-4", "s3-5"]);
+
+    // Released messages come back at once, their delivery not counted, in order.
+    transport
+        .enqueue(
+            &queue,
+            vec![
+                in_session("s4", "s4-1"),
+                in_session("s4", "s4-2"),
+                in_session("s4", "s4-3"),
+            ],
+        )
+        .await
+        .unwrap();
+    let first = transport.receive(&queue, 10).await.unwrap();
+    let handed = transport.complete_and_next(&first, 10).await.unwrap();
+    if !handed.is_empty() {
+        assert_eq!(notes(&handed), ["s4-2", "s4-3"]);
+        transport.release(&handed).await.unwrap();
+    }
+    let again = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(
+        (notes(&again), again[0].delivery_count),
+        (vec!["s4-2".to_owned()], 1)
+    );
+    transport.release(&again).await.unwrap();
+    transport.release(&again).await.unwrap();
+    let third = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(
+        (notes(&third), third[0].delivery_count),
+        (vec!["s4-2".to_owned()], 1),
+        "released once: a stale release is a no-op"
+    );
+    transport.complete_and_next(&third, 0).await.unwrap();
+    let last = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(notes(&last), ["s4-3"], "asking for none completes and takes none");
+    transport.complete(&last[0]).await.unwrap();
 
     // Dead letters: listed with the reason, requeued with a fresh delivery count.
     transport

@@ -180,6 +180,14 @@ pub(super) const RECEIVE: &str = concat!(
 
 pub(super) const COMPLETE: &str =
     "DELETE FROM cqrs_messages WHERE id = $1 AND delivery_count = $2 AND locked_until IS NOT NULL";
+/// Completes several deliveries: ids `$1`, delivery counts `$2`, each fenced.
+pub(super) const COMPLETE_MANY: &str = "DELETE FROM cqrs_messages m USING UNNEST($1::int8[], $2::int4[]) AS d(id, count) \
+     WHERE m.id = d.id AND m.delivery_count = d.count AND m.locked_until IS NOT NULL";
+/// Gives deliveries back untried (ids `$1`, delivery counts `$2`): unlocked, their delivery
+/// not counted.
+pub(super) const RELEASE: &str = "UPDATE cqrs_messages m SET locked_until = NULL, delivery_count = m.delivery_count - 1 \
+     FROM UNNEST($1::int8[], $2::int4[]) AS d(id, count) \
+     WHERE m.id = d.id AND m.delivery_count = d.count AND m.locked_until IS NOT NULL";
 pub(super) const ABANDON: &str = "UPDATE cqrs_messages SET locked_until = NULL, visible_at = $3 \
      WHERE id = $1 AND delivery_count = $2 AND locked_until IS NOT NULL";
 pub(super) const DEAD_LETTER: &str = "WITH moved AS (

@@ -132,6 +132,24 @@ impl PgStore {
         Ok(())
     }
 
+    /// Runs a fenced settle statement over several deliveries, given as arrays of ids and
+    /// delivery counts.
+    async fn settle_many(&self, statement: &'static str, deliveries: &[Delivery]) -> Result<()> {
+        let Some(last) = deliveries.last() else {
+            return Ok(());
+        };
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.id as i64).collect();
+        let counts: Vec<i32> = deliveries.iter().map(|d| d.delivery_count as i32).collect();
+        sqlx::query(statement)
+            .bind(ids)
+            .bind(counts)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        self.wake(&last.queue);
+        Ok(())
+    }
+
     fn clock_now(&self) -> DateTime<Utc> {
         self.inner.appender.clock.now()
     }
@@ -177,6 +195,17 @@ impl MessageQueue for PgStore {
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
         self.settle(sql::COMPLETE, delivery, None).await
+    }
+
+    /// The completions in one statement; the session's next messages come from a later
+    /// receive (in another process, perhaps).
+    async fn complete_and_next(&self, deliveries: &[Delivery], _max: usize) -> Result<Vec<Delivery>> {
+        self.settle_many(sql::COMPLETE_MANY, deliveries).await?;
+        Ok(Vec::new())
+    }
+
+    async fn release(&self, deliveries: &[Delivery]) -> Result<()> {
+        self.settle_many(sql::RELEASE, deliveries).await
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {

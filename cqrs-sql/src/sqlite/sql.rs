@@ -125,16 +125,25 @@ pub(super) const RECEIVE: &str = "UPDATE cqrs_messages
         ORDER BY m.id LIMIT ?4)
     RETURNING id, queue, name, schema_version, codec, payload, metadata, enqueued_at, expires_at, delivery_count";
 
-/// Locks the oldest message of session `?4` of queue `?1` at time `?2` until `?3`, if it is due
-/// and neither locked nor waiting for a retry.
+/// Locks up to `?5` of the leading messages of session `?4` of queue `?1` at time `?2` until
+/// `?3`: from the oldest, those due and neither locked nor waiting for a retry, up to the first
+/// that is not.
 pub(super) const RECEIVE_IN_SESSION: &str = "UPDATE cqrs_messages
     SET locked_until = ?3, delivery_count = delivery_count + 1
-    WHERE id = (SELECT MIN(s.id) FROM cqrs_messages s WHERE s.queue = ?1 AND s.session_id = ?4)
-      AND visible_at <= ?2 AND (locked_until IS NULL OR locked_until <= ?2)
+    WHERE id IN (
+        SELECT s.id FROM cqrs_messages s
+        WHERE s.queue = ?1 AND s.session_id = ?4
+          AND s.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) FROM cqrs_messages b
+                      WHERE b.queue = ?1 AND b.session_id = ?4
+                        AND (b.visible_at > ?2 OR b.locked_until > ?2))
+        ORDER BY s.id LIMIT ?5)
     RETURNING id, queue, name, schema_version, codec, payload, metadata, enqueued_at, expires_at, delivery_count";
 
 pub(super) const COMPLETE: &str =
     "DELETE FROM cqrs_messages WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
+/// Gives a message back untried: unlocked, and its delivery not counted.
+pub(super) const RELEASE: &str = "UPDATE cqrs_messages SET locked_until = NULL, delivery_count = delivery_count - 1 \
+     WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
 pub(super) const ABANDON: &str = "UPDATE cqrs_messages SET locked_until = NULL, visible_at = ? \
      WHERE id = ? AND delivery_count = ? AND locked_until IS NOT NULL";
 pub(super) const DEAD_LETTER: &str = "INSERT INTO cqrs_dead_letters (queue, message_id, name, schema_version, \

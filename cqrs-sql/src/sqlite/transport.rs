@@ -147,6 +147,14 @@ fn fan_out(db: &Connection, topic: &str, messages: &[Outgoing], now: i64) -> Res
     Ok(queues)
 }
 
+/// Each delivery's id and delivery count: what a fenced settle statement matches.
+fn fences(deliveries: &[Delivery]) -> Vec<[i64; 2]> {
+    deliveries
+        .iter()
+        .map(|d| [d.id as i64, i64::from(d.delivery_count)])
+        .collect()
+}
+
 /// A delivery from a row of [`sql::RECEIVE`]'s columns.
 fn received(row: &Row<'_>) -> Result<Delivery> {
     Ok(Delivery {
@@ -227,44 +235,72 @@ impl MessageQueue for SqliteStore {
         self.settle(sql::COMPLETE, delivery, Vec::new()).await
     }
 
-    /// One trip through the writer: the fenced delete and, if it deleted, the session's next
-    /// message locked for this consumer.
-    async fn complete_and_next(&self, delivery: &Delivery) -> Result<Option<Delivery>> {
-        let Some(session) = delivery.envelope.metadata.session_id.clone() else {
-            return self.complete(delivery).await.map(|()| None);
+    /// One trip through the writer: the fenced deletes and, if every one deleted, the
+    /// session's leading due messages locked for this consumer.
+    async fn complete_and_next(&self, deliveries: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
+        let Some(last) = deliveries.last() else {
+            return Ok(Vec::new());
         };
+        let session = last.envelope.metadata.session_id.clone().filter(|_| max > 0);
         let now = self.now();
         let locked_until = saturating_add(now, self.inner.lease).timestamp_micros();
-        let (id, count, queue) = (
-            delivery.id as i64,
-            i64::from(delivery.delivery_count),
-            delivery.queue.clone(),
-        );
-        let next = self
+        let fences = fences(deliveries);
+        let queue = last.queue.clone();
+        let mut next = self
             .write(
-                2,
+                fences.len() + 1,
                 Box::new(move |db| {
-                    let completed = db
-                        .prepare_cached(sql::COMPLETE)
-                        .and_then(|mut complete| complete.execute([id, count]))
-                        .map_err(direct::error)?;
-                    if completed == 0 {
-                        return Ok(None);
+                    let mut complete = db.prepare_cached(sql::COMPLETE).map_err(direct::error)?;
+                    let mut completed = 0;
+                    for fence in &fences {
+                        completed += complete.execute(*fence).map_err(direct::error)?;
                     }
-                    db.prepare_cached(sql::RECEIVE_IN_SESSION)
-                        .and_then(|mut receive| {
-                            receive
-                                .query(params![queue, now.timestamp_micros(), locked_until, session])?
-                                .next()
-                                .map(|row| row.map(received))
-                        })
-                        .map_err(direct::error)?
-                        .transpose()
+                    let Some(session) = session.filter(|_| completed == fences.len()) else {
+                        return Ok(Vec::new());
+                    };
+                    let mut receive = db
+                        .prepare_cached(sql::RECEIVE_IN_SESSION)
+                        .map_err(direct::error)?;
+                    let mut rows = receive
+                        .query(params![
+                            queue,
+                            now.timestamp_micros(),
+                            locked_until,
+                            session,
+                            max as i64
+                        ])
+                        .map_err(direct::error)?;
+                    let mut next = Vec::new();
+                    while let Some(row) = rows.next().map_err(direct::error)? {
+                        next.push(received(row)?);
+                    }
+                    Ok(next)
                 }),
             )
             .await?;
-        self.wake(&delivery.queue);
+        self.wake(&last.queue);
+        next.sort_by_key(|d| d.id);
         Ok(next)
+    }
+
+    async fn release(&self, deliveries: &[Delivery]) -> Result<()> {
+        let Some(last) = deliveries.last() else {
+            return Ok(());
+        };
+        let fences = fences(deliveries);
+        self.write(
+            fences.len(),
+            Box::new(move |db| {
+                let mut release = db.prepare_cached(sql::RELEASE).map_err(direct::error)?;
+                for fence in &fences {
+                    release.execute(*fence).map_err(direct::error)?;
+                }
+                Ok(())
+            }),
+        )
+        .await?;
+        self.wake(&last.queue);
+        Ok(())
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
