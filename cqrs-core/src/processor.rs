@@ -247,17 +247,19 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
         let mut batch = vec![delivery];
         let mut settled = 0;
         while !batch.is_empty() {
-            settled += batch.len();
-            batch = self.settle_batch(&batch).await;
+            let (count, next) = self.settle_batch(&batch).await;
+            settled += count;
+            batch = next;
         }
         settled
     }
 
     /// Handles `batch` (one message, or consecutive messages of one session) in order and
     /// settles each: the handled ones are completed together, a failed one abandoned to its
-    /// retry with the ones after it released untried. Returns the session's next messages when
-    /// the transport hands them over with the completion.
-    async fn settle_batch(&self, batch: &[Delivery]) -> Vec<Delivery> {
+    /// retry with the ones after it released untried. Returns how many it settled (released
+    /// ones are not), and the session's next messages when the transport hands them over with
+    /// the completion.
+    async fn settle_batch(&self, batch: &[Delivery]) -> (usize, Vec<Delivery>) {
         let mut handled: Vec<Delivery> = Vec::with_capacity(batch.len());
         let mut rest = batch;
         let mut conflicts = 0;
@@ -296,31 +298,32 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
                     let delay = self.config.backoff.delay(failed.delivery_count);
                     self.report(failed, self.transport.abandon(failed, delay).await);
                     self.count(failed, "retried");
-                    let untried = &rest[1..];
-                    if !untried.is_empty() {
-                        let released = self.transport.release(untried).await;
-                        self.report(&untried[0], released);
+                    rest = &rest[1..];
+                    if let Some(first_untried) = rest.first() {
+                        let released = self.transport.release(rest).await;
+                        self.report(first_untried, released);
                     }
                     interrupted = true;
                     break;
                 }
             }
         }
+        let settled = batch.len() - rest.len();
         let Some(last) = handled.last() else {
-            return Vec::new();
+            return (settled, Vec::new());
         };
         if last.envelope.metadata.session_id.is_none() {
             let completed = self.transport.complete(last).await;
             self.report(last, completed);
-            return Vec::new();
+            return (settled, Vec::new());
         }
         let follow = !interrupted && !self.stopping.load(Ordering::Relaxed);
         let max = if follow { self.config.session_batch } else { 0 };
         match self.transport.complete_and_next(&handled, max).await {
-            Ok(next) => next,
+            Ok(next) => (settled, next),
             Err(error) => {
                 self.report(last, Err(error));
-                Vec::new()
+                (settled, Vec::new())
             }
         }
     }
