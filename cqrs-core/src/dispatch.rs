@@ -116,11 +116,15 @@ impl BatchOutcome {
         }
     }
 
-    /// The outcome of handling the first message alone.
-    pub fn first(result: Result<()>) -> Self {
-        match result {
-            Ok(()) => Self::handled(1),
-            Err(error) => Self::failed(0, error),
+    /// Handles the first of `envelopes` alone with `handler`: what a handler that cannot do a
+    /// run together answers.
+    pub async fn first_alone<H: MessageHandler + ?Sized>(handler: &H, envelopes: &[&Envelope]) -> Self {
+        match envelopes.first() {
+            Some(envelope) => match handler.handle(envelope).await {
+                Ok(()) => Self::handled(1),
+                Err(error) => Self::failed(0, error),
+            },
+            None => Self::handled(0),
         }
     }
 }
@@ -140,12 +144,7 @@ pub trait MessageHandler: Send + Sync {
         &'a self,
         envelopes: &'a [&'a Envelope],
     ) -> impl Future<Output = BatchOutcome> + Send + 'a {
-        async move {
-            match envelopes.first() {
-                Some(envelope) => BatchOutcome::first(self.handle(envelope).await),
-                None => BatchOutcome::handled(0),
-            }
-        }
+        BatchOutcome::first_alone(self, envelopes)
     }
 }
 
@@ -350,10 +349,10 @@ impl CommandDispatcher {
     /// Handles a run of consecutive commands: the leading ones one batch handler takes
     /// together, or else the first alone.
     pub async fn dispatch_batch(&self, envelopes: &[&Envelope]) -> BatchOutcome {
-        let Some(first) = envelopes.first() else {
-            return BatchOutcome::handled(0);
-        };
-        if let Some(&slot) = self.batch_of.get(first.name()) {
+        if let Some(&slot) = envelopes
+            .first()
+            .and_then(|first| self.batch_of.get(first.name()))
+        {
             let run = envelopes
                 .iter()
                 .take_while(|e| self.batch_of.get(e.name()) == Some(&slot))
@@ -362,7 +361,7 @@ impl CommandDispatcher {
                 return self.batches[slot].call(&envelopes[..run]).await;
             }
         }
-        BatchOutcome::first(self.dispatch(first).await)
+        BatchOutcome::first_alone(self, envelopes).await
     }
 
     /// Whether a handler is registered for this message.

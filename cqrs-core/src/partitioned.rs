@@ -91,10 +91,7 @@ where
             keyed += 1;
         }
         if keyed <= 1 {
-            return match envelopes.first() {
-                Some(envelope) => BatchOutcome::first(self.handler.handle(envelope).await),
-                None => BatchOutcome::handled(0),
-            };
+            return BatchOutcome::first_alone(&self.handler, envelopes).await;
         }
         let failures = join_all(partitions.iter().map(|indexes| self.run(envelopes, indexes))).await;
         match failures.into_iter().flatten().min_by_key(|(i, _)| *i) {

@@ -35,6 +35,38 @@ struct QueueState {
     arrived: Notify,
 }
 
+impl Queue {
+    /// Marks item `id` in flight (its session busy) with one more delivery, and answers it.
+    fn take(&mut self, id: u64, queue: &str) -> Delivery {
+        let item = self.items.get_mut(&id).expect("taken from the map");
+        item.in_flight = true;
+        item.delivery_count += 1;
+        let delivery = Delivery {
+            id,
+            queue: queue.to_owned(),
+            envelope: item.envelope.clone(),
+            delivery_count: item.delivery_count,
+            enqueued_at: item.enqueued_at,
+            expires_at: item.expires_at,
+        };
+        if let Some(session) = &delivery.envelope.metadata.session_id {
+            self.busy_sessions.insert(session.clone());
+        }
+        delivery
+    }
+}
+
+/// How a delivery is settled.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Removed (completed or dead-lettered).
+    Remove,
+    /// Visible again after a delay.
+    RetryAfter(Duration),
+    /// Visible again at once, this delivery not counted.
+    Release,
+}
+
 impl QueueState {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
@@ -141,8 +173,9 @@ impl MemoryTransport {
         state.arrived.notify_one();
     }
 
-    /// Removes a delivered item and frees its session; `None` if it is not in flight.
-    fn settle(&self, delivery: &Delivery, retry_after: Option<Duration>) -> Option<Item> {
+    /// Settles a delivered item and frees its session; answers the item if it was removed.
+    /// Fenced: `None`, and nothing changed, if this delivery of it is not in flight.
+    fn settle(&self, delivery: &Delivery, outcome: Outcome) -> Option<Item> {
         let state = self.queue(&delivery.queue);
         let outcome = {
             let mut q = state.lock();
@@ -157,16 +190,19 @@ impl MemoryTransport {
             if let Some(session) = &delivery.envelope.metadata.session_id {
                 q.busy_sessions.remove(session);
             }
-            match retry_after {
-                Some(after) => {
-                    let visible_at = saturating_add(self.inner.clock.now(), after);
-                    let item = q.items.get_mut(&delivery.id).expect("checked above");
-                    item.in_flight = false;
-                    item.visible_at = visible_at;
-                    None
-                }
-                None => q.items.remove(&delivery.id),
+            let after = match outcome {
+                Outcome::Remove => return q.items.remove(&delivery.id),
+                Outcome::RetryAfter(after) => after,
+                Outcome::Release => Duration::ZERO,
+            };
+            let visible_at = saturating_add(self.inner.clock.now(), after);
+            let item = q.items.get_mut(&delivery.id).expect("checked above");
+            item.in_flight = false;
+            item.visible_at = visible_at;
+            if matches!(outcome, Outcome::Release) {
+                item.delivery_count -= 1;
             }
+            None
         };
         state.arrived.notify_one();
         outcome
@@ -201,29 +237,11 @@ impl MessageQueue for MemoryTransport {
                 picked.push(id);
             }
         }
-        let mut deliveries = Vec::with_capacity(picked.len());
-        for id in picked {
-            let item = q.items.get_mut(&id).expect("picked from the map");
-            item.in_flight = true;
-            item.delivery_count += 1;
-            let delivery = Delivery {
-                id,
-                queue: queue.to_owned(),
-                envelope: item.envelope.clone(),
-                delivery_count: item.delivery_count,
-                enqueued_at: item.enqueued_at,
-                expires_at: item.expires_at,
-            };
-            if let Some(session) = &delivery.envelope.metadata.session_id {
-                q.busy_sessions.insert(session.clone());
-            }
-            deliveries.push(delivery);
-        }
-        Ok(deliveries)
+        Ok(picked.into_iter().map(|id| q.take(id, queue)).collect())
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
-        self.settle(delivery, None);
+        self.settle(delivery, Outcome::Remove);
         Ok(())
     }
 
@@ -232,7 +250,7 @@ impl MessageQueue for MemoryTransport {
     async fn complete_and_next(&self, deliveries: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
         let mut held = true;
         for delivery in deliveries {
-            held &= self.settle(delivery, None).is_some();
+            held &= self.settle(delivery, Outcome::Remove).is_some();
         }
         let (Some(last), true, 1..) = (deliveries.last(), held, max) else {
             return Ok(Vec::new());
@@ -254,58 +272,24 @@ impl MessageQueue for MemoryTransport {
             .take(max)
             .map(|(&id, _)| id)
             .collect();
-        if !picked.is_empty() {
-            q.busy_sessions.insert(session.to_owned());
-        }
-        Ok(picked
-            .into_iter()
-            .map(|id| {
-                let item = q.items.get_mut(&id).expect("picked from the map");
-                item.in_flight = true;
-                item.delivery_count += 1;
-                Delivery {
-                    id,
-                    queue: last.queue.clone(),
-                    envelope: item.envelope.clone(),
-                    delivery_count: item.delivery_count,
-                    enqueued_at: item.enqueued_at,
-                    expires_at: item.expires_at,
-                }
-            })
-            .collect())
+        Ok(picked.into_iter().map(|id| q.take(id, &last.queue)).collect())
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
-        self.settle(delivery, Some(retry_after));
+        self.settle(delivery, Outcome::RetryAfter(retry_after));
         Ok(())
     }
 
     /// Visible again at once, with the delivery count as it was before they were taken.
     async fn release(&self, deliveries: &[Delivery]) -> Result<()> {
-        let now = self.inner.clock.now();
         for delivery in deliveries {
-            let state = self.queue(&delivery.queue);
-            let mut q = state.lock();
-            let Some(item) = q.items.get_mut(&delivery.id) else {
-                continue;
-            };
-            if !item.in_flight || item.delivery_count != delivery.delivery_count {
-                continue;
-            }
-            item.in_flight = false;
-            item.delivery_count -= 1;
-            item.visible_at = now;
-            if let Some(session) = &delivery.envelope.metadata.session_id {
-                q.busy_sessions.remove(session);
-            }
-            drop(q);
-            state.arrived.notify_one();
+            self.settle(delivery, Outcome::Release);
         }
         Ok(())
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        if let Some(item) = self.settle(delivery, None) {
+        if let Some(item) = self.settle(delivery, Outcome::Remove) {
             let id = self.inner.ids.fetch_add(1, Ordering::SeqCst);
             self.dead().insert(
                 id,

@@ -13,7 +13,7 @@
 //! `rusqlite::Connection` that does not own it.
 
 use cqrs_core::{Codec, Error, Result};
-use rusqlite::{Connection, ErrorCode, Row, RowIndex};
+use rusqlite::{Connection, ErrorCode, Params, Row, RowIndex};
 use sqlx::SqliteConnection;
 
 use crate::error::{corrupt, db};
@@ -53,6 +53,23 @@ pub(super) fn error(error: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::transient(error),
         _ => Error::permanent(error),
     }
+}
+
+/// Runs `statement` (prepared once per connection wrapper) with `params`, converting each row
+/// with `convert` as it is stepped.
+pub(super) fn query<T>(
+    db: &Connection,
+    statement: &str,
+    params: impl Params,
+    mut convert: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = db.prepare_cached(statement).map_err(error)?;
+    let mut rows = statement.query(params).map_err(error)?;
+    let mut converted = Vec::new();
+    while let Some(row) = rows.next().map_err(error)? {
+        converted.push(convert(row)?);
+    }
+    Ok(converted)
 }
 
 /// Whether `error` is a unique-key (or primary-key) violation.

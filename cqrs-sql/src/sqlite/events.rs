@@ -65,16 +65,7 @@ fn event(row: &rusqlite::Row<'_>) -> Result<StoredEvent> {
 impl SqliteStore {
     /// Runs a query of the event columns on a reader, decoding the rows as they are stepped.
     async fn read_events(&self, query: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEvent>> {
-        self.read(|db| {
-            let mut statement = db.prepare(query).map_err(direct::error)?;
-            let mut rows = statement.query(params).map_err(direct::error)?;
-            let mut events = Vec::new();
-            while let Some(row) = rows.next().map_err(direct::error)? {
-                events.push(event(row)?);
-            }
-            Ok(events)
-        })
-        .await
+        self.read(|db| direct::query(db, query, params, event)).await
     }
 }
 

@@ -147,12 +147,22 @@ fn fan_out(db: &Connection, topic: &str, messages: &[Outgoing], now: i64) -> Res
     Ok(queues)
 }
 
-/// Each delivery's id and delivery count: what a fenced settle statement matches.
+/// A delivery's id and delivery count: what a fenced settle statement matches.
+fn fence(delivery: &Delivery) -> [i64; 2] {
+    [delivery.id as i64, i64::from(delivery.delivery_count)]
+}
+
+/// The fences of several deliveries.
 fn fences(deliveries: &[Delivery]) -> Vec<[i64; 2]> {
-    deliveries
-        .iter()
-        .map(|d| [d.id as i64, i64::from(d.delivery_count)])
-        .collect()
+    deliveries.iter().map(fence).collect()
+}
+
+/// Runs a receiving statement (one of [`sql::RECEIVE`]'s columns) and answers the messages it
+/// locked, oldest first.
+fn lock(db: &Connection, statement: &str, params: impl rusqlite::Params) -> Result<Vec<Delivery>> {
+    let mut deliveries = direct::query(db, statement, params, received)?;
+    deliveries.sort_by_key(|d| d.id);
+    Ok(deliveries)
 }
 
 /// A delivery from a row of [`sql::RECEIVE`]'s columns.
@@ -182,7 +192,7 @@ impl SqliteStore {
     /// Runs a fenced settle statement, its values ending with the delivery's id and count (a
     /// no-op for a delivery whose lock was lost).
     async fn settle(&self, statement: &'static str, delivery: &Delivery, mut values: Vec<i64>) -> Result<()> {
-        values.extend([delivery.id as i64, i64::from(delivery.delivery_count)]);
+        values.extend(fence(delivery));
         self.execute(statement, params_from_iter(values)).await?;
         self.wake(&delivery.queue);
         Ok(())
@@ -211,24 +221,17 @@ impl MessageQueue for SqliteStore {
         let now = self.now();
         let locked_until = saturating_add(now, self.inner.lease).timestamp_micros();
         let name = queue.to_owned();
-        let mut deliveries = self
-            .write(
-                1,
-                Box::new(move |db| {
-                    let mut receive = db.prepare_cached(sql::RECEIVE).map_err(direct::error)?;
-                    let mut rows = receive
-                        .query(params![name, now.timestamp_micros(), locked_until, max as i64])
-                        .map_err(direct::error)?;
-                    let mut deliveries = Vec::new();
-                    while let Some(row) = rows.next().map_err(direct::error)? {
-                        deliveries.push(received(row)?);
-                    }
-                    Ok(deliveries)
-                }),
-            )
-            .await?;
-        deliveries.sort_by_key(|d| d.id);
-        Ok(deliveries)
+        self.write(
+            1,
+            Box::new(move |db| {
+                lock(
+                    db,
+                    sql::RECEIVE,
+                    params![name, now.timestamp_micros(), locked_until, max as i64],
+                )
+            }),
+        )
+        .await
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
@@ -246,9 +249,9 @@ impl MessageQueue for SqliteStore {
         let locked_until = saturating_add(now, self.inner.lease).timestamp_micros();
         let fences = fences(deliveries);
         let queue = last.queue.clone();
-        let mut next = self
+        let next = self
             .write(
-                fences.len() + 1,
+                fences.len() + usize::from(session.is_some()),
                 Box::new(move |db| {
                     let mut complete = db.prepare_cached(sql::COMPLETE).map_err(direct::error)?;
                     let mut completed = 0;
@@ -258,28 +261,16 @@ impl MessageQueue for SqliteStore {
                     let Some(session) = session.filter(|_| completed == fences.len()) else {
                         return Ok(Vec::new());
                     };
-                    let mut receive = db
-                        .prepare_cached(sql::RECEIVE_IN_SESSION)
-                        .map_err(direct::error)?;
-                    let mut rows = receive
-                        .query(params![
-                            queue,
-                            now.timestamp_micros(),
-                            locked_until,
-                            session,
-                            max as i64
-                        ])
-                        .map_err(direct::error)?;
-                    let mut next = Vec::new();
-                    while let Some(row) = rows.next().map_err(direct::error)? {
-                        next.push(received(row)?);
-                    }
-                    Ok(next)
+                    let now = now.timestamp_micros();
+                    lock(
+                        db,
+                        sql::RECEIVE_IN_SESSION,
+                        params![queue, now, locked_until, session, max as i64],
+                    )
                 }),
             )
             .await?;
         self.wake(&last.queue);
-        next.sort_by_key(|d| d.id);
         Ok(next)
     }
 
@@ -309,7 +300,7 @@ impl MessageQueue for SqliteStore {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<()> {
-        let (id, count) = (delivery.id as i64, i64::from(delivery.delivery_count));
+        let [id, count] = fence(delivery);
         let (reason, now) = (reason.to_owned(), self.now_micros());
         self.write(
             2,
@@ -396,18 +387,8 @@ impl QueueDepths for SqliteStore {
 
 impl DeadLetters for SqliteStore {
     async fn dead_letters(&self, queue: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.read(|db| {
-            let mut select = db.prepare(sql::DEAD_LETTERS).map_err(direct::error)?;
-            let mut rows = select
-                .query(params![queue, limit as i64])
-                .map_err(direct::error)?;
-            let mut letters = Vec::new();
-            while let Some(row) = rows.next().map_err(direct::error)? {
-                letters.push(dead_letter(row)?);
-            }
-            Ok(letters)
-        })
-        .await
+        self.read(|db| direct::query(db, sql::DEAD_LETTERS, params![queue, limit as i64], dead_letter))
+            .await
     }
 
     async fn requeue(&self, id: u64) -> Result<()> {
