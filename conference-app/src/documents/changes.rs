@@ -8,8 +8,9 @@
 //!   process has not seen them yet);
 //! - a waiter watches the documents it shows, and a commit wakes only the waiters of the
 //!   documents it wrote;
-//! - a commit in another process (PostgreSQL's `NOTIFY`) names its checkpoint, and wakes every
-//!   waiter, since it does not list its documents.
+//! - a commit in another process (PostgreSQL's `NOTIFY`) is an [`Announcement`] naming its
+//!   checkpoint and the documents it wrote, and wakes their waiters alone. Without the names
+//!   (too many for a notification) every waiter wakes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -35,6 +36,70 @@ impl Default for Changes {
             checkpoints: RwLock::default(),
             watched: DashMap::new(),
         }
+    }
+}
+
+/// What a commit on PostgreSQL tells the other processes, as a `NOTIFY` payload: the
+/// schema, then the checkpoint's name and position when the commit moved one (empty lines
+/// otherwise), then a `documents` line followed by the watch key of every document it wrote.
+///
+/// Without the `documents` line (a commit writing more than a notification holds, or an
+/// announcement from before the documents were named) the documents are unknown, and every
+/// waiter wakes.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Announcement<'a> {
+    checkpoint: Option<(&'a str, u64)>,
+    /// The watch keys of the documents written; `None` when unknown.
+    documents: Option<Vec<&'a str>>,
+}
+
+impl<'a> Announcement<'a> {
+    /// The line before the documents' keys.
+    const DOCUMENTS: &'static str = "documents";
+    /// PostgreSQL refuses payloads of 8,000 bytes or more.
+    const MAX_PAYLOAD: usize = 7_900;
+
+    /// The payload announcing a commit in `schema` that moved `checkpoint` and wrote
+    /// `documents` (model, key).
+    pub(super) fn write<'d>(
+        schema: &str,
+        checkpoint: Option<(&str, u64)>,
+        documents: impl IntoIterator<Item = (&'d str, &'d str)>,
+    ) -> String {
+        let mut payload = match checkpoint {
+            Some((name, position)) => format!("{schema}\n{name}\n{position}\n"),
+            None => format!("{schema}\n\n\n"),
+        };
+        let header = payload.len();
+        payload.push_str(Self::DOCUMENTS);
+        for (model, key) in documents {
+            let key = watch_key(model, key);
+            if key.contains('\n') || payload.len() + 1 + key.len() > Self::MAX_PAYLOAD {
+                // Documents unknown: every waiter wakes.
+                payload.truncate(header);
+                return payload;
+            }
+            payload.push('\n');
+            payload.push_str(&key);
+        }
+        payload
+    }
+
+    /// Reads a payload: `None` when it is another schema's.
+    pub(super) fn read(payload: &'a str, schema: &str) -> Option<Self> {
+        let mut lines = payload.split('\n');
+        if lines.next() != Some(schema) {
+            return None;
+        }
+        let checkpoint = match (lines.next(), lines.next().map(str::parse::<u64>)) {
+            (Some(name), Some(Ok(position))) if !name.is_empty() => Some((name, position)),
+            _ => None,
+        };
+        let documents = (lines.next() == Some(Self::DOCUMENTS)).then(|| lines.collect());
+        Some(Self {
+            checkpoint,
+            documents,
+        })
     }
 }
 
@@ -80,21 +145,33 @@ impl Changes {
         }
         if !self.watched.is_empty() {
             for (model, key) in documents {
-                if let Some(waiters) = self.watched.get(&watch_key(model, key)) {
-                    waiters.send_modify(|n| *n += 1);
-                }
+                self.wake(&watch_key(model, key));
             }
         }
         self.commits.send_modify(|n| *n += 1);
     }
 
-    /// A commit of another process, which names its checkpoint but not its documents: every
-    /// waiter wakes.
-    pub(super) fn committed_elsewhere(&self, checkpoint: Option<(&str, u64)>) {
-        if let Some((name, position)) = checkpoint {
+    /// A commit of another process: its checkpoint, then the waiters of the documents it
+    /// names (every waiter when it names none), then everyone on the commit counter.
+    pub(super) fn committed_elsewhere(&self, announcement: &Announcement<'_>) {
+        if let Some((name, position)) = announcement.checkpoint {
             self.checkpoint_reached(name, position);
         }
-        self.wake_all();
+        match &announcement.documents {
+            Some(keys) => {
+                for key in keys {
+                    self.wake(key);
+                }
+                self.commits.send_modify(|n| *n += 1);
+            }
+            None => self.wake_all(),
+        }
+    }
+
+    fn wake(&self, watch_key: &str) {
+        if let Some(waiters) = self.watched.get(watch_key) {
+            waiters.send_modify(|n| *n += 1);
+        }
     }
 
     /// What was known may be stale (notifications were lost, a generation switched): forget
@@ -202,12 +279,99 @@ mod tests {
             "checkpoints never go back"
         );
 
-        changes.committed_elsewhere(Some(("priced_order", 9)));
+        changes.forget();
+        assert_eq!(changes.checkpoint("draft_order@2"), None);
+    }
+
+    #[tokio::test]
+    async fn another_process_s_commit_wakes_the_waiters_of_what_it_names_or_every_waiter() {
+        let changes = Arc::new(Changes::default());
+        let mut mine = changes.watch(&["draft_order", "priced_order"], "a");
+        let mut other = changes.watch(&["draft_order"], "b");
+        let mut commits = changes.commits();
+        mine.mark_seen();
+        other.mark_seen();
+        commits.borrow_and_update();
+
+        let payload = Announcement::write("s1", Some(("priced_order@2", 9)), [("priced_order@2", "a")]);
+        changes.committed_elsewhere(&Announcement::read(&payload, "s1").expect("this schema's"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), mine.changed())
+            .await
+            .expect("the waiter of the named document wakes");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), other.changed())
+                .await
+                .is_err(),
+            "a waiter of another document sleeps on"
+        );
+        assert!(
+            commits.has_changed().expect("the counter lives"),
+            "the commit counter moves"
+        );
+        assert_eq!(changes.checkpoint("priced_order@2"), Some(9));
+
+        changes
+            .committed_elsewhere(&Announcement::read("s1\npriced_order@2\n10", "s1").expect("this schema's"));
         tokio::time::timeout(std::time::Duration::from_secs(1), other.changed())
             .await
-            .expect("another process's commit wakes every waiter");
-        changes.forget();
-        assert_eq!(changes.checkpoint("priced_order"), None);
+            .expect("a commit whose documents are unknown wakes every waiter");
+        assert_eq!(changes.checkpoint("priced_order@2"), Some(10));
+    }
+
+    #[test]
+    fn announcements_name_their_schema_checkpoint_and_documents() {
+        let both = Announcement::write(
+            "s1",
+            Some(("draft_order@2", 42)),
+            [("draft_order@2", "a"), ("payment", "b")],
+        );
+        assert_eq!(
+            Announcement::read(&both, "s1"),
+            Some(Announcement {
+                checkpoint: Some(("draft_order@2", 42)),
+                documents: Some(vec!["draft_order/a", "payment/b"]),
+            })
+        );
+        assert_eq!(Announcement::read(&both, "s2"), None, "another schema's");
+
+        let progress = Announcement::write("s1", Some(("draft_order", 7)), []);
+        let read = Announcement::read(&progress, "s1").expect("this schema's");
+        assert_eq!(read.checkpoint, Some(("draft_order", 7)));
+        assert_eq!(
+            read.documents,
+            Some(vec![]),
+            "a commit that wrote nothing names nothing"
+        );
+
+        let write = Announcement::write("s1", None, [("conference", "c")]);
+        let read = Announcement::read(&write, "s1").expect("this schema's");
+        assert_eq!(
+            (read.checkpoint, read.documents),
+            (None, Some(vec!["conference/c"]))
+        );
+
+        let key = "k".repeat(100);
+        let many = Announcement::write(
+            "s1",
+            Some(("draft_order", 8)),
+            (0..100).map(|_| ("draft_order", key.as_str())),
+        );
+        assert!(many.len() < 8_000, "PostgreSQL takes it");
+        let read = Announcement::read(&many, "s1").expect("this schema's");
+        assert_eq!(
+            read.checkpoint,
+            Some(("draft_order", 8)),
+            "the checkpoint still counts"
+        );
+        assert_eq!(read.documents, None, "too many to name: unknown");
+        let odd = Announcement::write("s1", None, [("draft_order", "a\nb")]);
+        assert_eq!(
+            Announcement::read(&odd, "s1").expect("this schema's").documents,
+            None
+        );
+
+        let before = Announcement::read("s1\nname\nnot-a-number", "s1").expect("this schema's");
+        assert_eq!((before.checkpoint, before.documents), (None, None));
     }
 
     #[test]

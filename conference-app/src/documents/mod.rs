@@ -14,6 +14,8 @@ mod changes;
 
 pub use changes::DocumentWatch;
 
+use changes::Announcement;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -87,8 +89,8 @@ const FIND_IX2: &str =
 const PUT: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
 const DELETE: &str = "DELETE FROM rm_documents WHERE model = $1 AND key = $2";
-/// The channel on which PostgreSQL commits are announced to every process (payload: the schema,
-/// then, for a projection's commit, its checkpoint's name and position, each on a line).
+/// The channel on which PostgreSQL commits are announced to every process (payload: an
+/// [`Announcement`]).
 const COMMITS_CHANNEL: &str = "conference_read_models";
 const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
 const LOAD_GENERATIONS: &str = "SELECT model, generation FROM rm_generations";
@@ -180,28 +182,6 @@ pub struct Documents {
     announce: Option<Arc<str>>,
 }
 
-/// The `NOTIFY` payload of a commit in `schema`: the schema, then the checkpoint's name and
-/// position when the commit moved one, each on a line.
-fn announcement(schema: &str, checkpoint: Option<(&str, u64)>) -> String {
-    match checkpoint {
-        Some((name, position)) => format!("{schema}\n{name}\n{position}"),
-        None => schema.to_owned(),
-    }
-}
-
-/// Reads an [`announcement`]: `None` when it is another schema's, else the checkpoint it
-/// names, if any.
-fn read_announcement<'a>(payload: &'a str, schema: &str) -> Option<Option<(&'a str, u64)>> {
-    let mut lines = payload.lines();
-    if lines.next() != Some(schema) {
-        return None;
-    }
-    Some(match (lines.next(), lines.next().map(str::parse::<u64>)) {
-        (Some(name), Some(Ok(position))) => Some((name, position)),
-        _ => None,
-    })
-}
-
 /// The name a model's generation is stored under.
 pub fn physical_name(model: &str, generation: i64) -> String {
     if generation == 0 {
@@ -279,8 +259,8 @@ impl Documents {
             loop {
                 match listener.recv().await {
                     Ok(notification) => {
-                        if let Some(checkpoint) = read_announcement(notification.payload(), &schema) {
-                            changes.committed_elsewhere(checkpoint);
+                        if let Some(announcement) = Announcement::read(notification.payload(), &schema) {
+                            changes.committed_elsewhere(&announcement);
                         }
                     }
                     Err(error) => {
@@ -591,7 +571,11 @@ impl Documents {
             if let Some(schema) = &self.announce {
                 sqlx::query(NOTIFY_COMMIT)
                     .bind(COMMITS_CHANNEL)
-                    .bind(announcement(schema, checkpoint.map(|c| (c.name, c.position))))
+                    .bind(Announcement::write(
+                        schema,
+                        checkpoint.map(|c| (c.name, c.position)),
+                        writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
+                    ))
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
@@ -614,7 +598,7 @@ impl Documents {
         if let (Some(schema), Db::Postgres(pool)) = (&self.announce, &self.db) {
             let announced = sqlx::query(NOTIFY_COMMIT)
                 .bind(COMMITS_CHANNEL)
-                .bind(announcement(schema, Some((checkpoint, position))))
+                .bind(Announcement::write(schema, Some((checkpoint, position)), []))
                 .execute(pool)
                 .await;
             if let Err(error) = announced {
@@ -820,19 +804,5 @@ impl<H: MessageHandler> MessageHandler for PerEvent<H> {
             overlay.committed.extend(current);
         }
         result
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn announcements_name_their_schema_and_checkpoint() {
-        let with = announcement("s1", Some(("draft_order@2", 42)));
-        assert_eq!(read_announcement(&with, "s1"), Some(Some(("draft_order@2", 42))));
-        assert_eq!(read_announcement(&with, "s2"), None, "another schema's");
-        assert_eq!(read_announcement(&announcement("s1", None), "s1"), Some(None));
-        assert_eq!(read_announcement("s1\nname\nnot-a-number", "s1"), Some(None));
     }
 }
