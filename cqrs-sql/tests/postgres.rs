@@ -61,18 +61,31 @@ async fn group_commit_fails_only_the_conflicting_append() {
     conformance::concurrent_appends(&plain).await;
 }
 
+/// A store in a fresh schema on a manual clock, for the transport's time-driven behaviour;
+/// `None` without a PostgreSQL URL.
+async fn clocked(test: &str) -> Option<(cqrs_core::ManualClock, PgStore)> {
+    let url = support::postgres_url()?;
+    let clock = cqrs_core::ManualClock::starting_now();
+    let options = cqrs_sql::PgOptions::new(url)
+        .schema(support::fresh_schema(test))
+        .clock(clock.shared());
+    Some((clock, PgStore::connect_with(options).await.unwrap()))
+}
+
 #[tokio::test]
 async fn transport() {
     let _shared = CLUSTER.read().await;
-    let Some(url) = support::postgres_url() else {
-        return;
-    };
-    let clock = cqrs_core::ManualClock::starting_now();
-    let options = cqrs_sql::PgOptions::new(url)
-        .schema(support::fresh_schema("transport"))
-        .clock(clock.shared());
-    let store = PgStore::connect_with(options).await.unwrap();
-    conformance::transport(&store, &clock).await;
+    if let Some((clock, store)) = clocked("transport").await {
+        conformance::transport(&store, &clock).await;
+    }
+}
+
+#[tokio::test]
+async fn session_hand_over() {
+    let _shared = CLUSTER.read().await;
+    if let Some((clock, store)) = clocked("hand_over").await {
+        conformance::session_hand_over(&store, &clock).await;
+    }
 }
 
 #[tokio::test]

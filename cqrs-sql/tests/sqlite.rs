@@ -4,12 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use cqrs_core::testing::conformance;
-use cqrs_core::testing::sample::Remind;
-use cqrs_core::transport::Delivery;
-use cqrs_core::{Envelope, MessageQueue};
 use cqrs_sql::{SqliteOptions, SqliteStore};
 use tempfile::TempDir;
 
@@ -79,114 +74,10 @@ async fn transport() {
     conformance::transport(&store, &clock).await;
 }
 
-/// A reminder in session `s`.
-fn in_session(note: &str) -> Envelope {
-    Envelope::command(Remind::new(note)).with_session_id("s")
-}
-
-/// The reminders' notes.
-fn notes(deliveries: &[Delivery]) -> Vec<String> {
-    deliveries
-        .iter()
-        .map(|d| d.envelope.message.decode::<Remind>().unwrap().note.clone())
-        .collect()
-}
-
-/// On SQLite the completion of a session's messages hands over the session's next ones, in the
-/// same trip, up to the first that is not due; a delivery whose lease ran out (and was
-/// delivered again) completes nothing and takes nothing.
 #[tokio::test]
-async fn completing_a_session_message_hands_over_the_next() {
+async fn session_hand_over() {
     let (_dir, clock, store) = clocked().await;
-    let later = in_session("5").with_delay(Duration::from_secs(60));
-    store
-        .enqueue(
-            "q",
-            vec![
-                in_session("1"),
-                in_session("2"),
-                in_session("3"),
-                in_session("4"),
-                later,
-                in_session("6"),
-            ],
-        )
-        .await
-        .unwrap();
-    let first = store.receive("q", 10).await.unwrap();
-    let second = store.complete_and_next(&first, 1).await.unwrap();
-    assert_eq!(
-        (notes(&second), second[0].delivery_count),
-        (vec!["2".to_owned()], 1)
-    );
-    assert!(
-        store.receive("q", 10).await.unwrap().is_empty(),
-        "the session is held"
-    );
-
-    clock.advance(Duration::from_secs(3600));
-    let again = store.receive("q", 10).await.unwrap();
-    assert_eq!(
-        (notes(&again), again[0].delivery_count),
-        (vec!["2".to_owned()], 2),
-        "the lease ran out"
-    );
-    assert!(
-        store.complete_and_next(&second, 10).await.unwrap().is_empty(),
-        "a lost lock completes nothing and takes nothing"
-    );
-    let run = store.complete_and_next(&again, 10).await.unwrap();
-    assert_eq!(
-        notes(&run),
-        ["3", "4", "5", "6"],
-        "the holder goes on; 5 is due by now"
-    );
-
-    let mut held = run.clone();
-    held[0].delivery_count += 1;
-    assert!(
-        store.complete_and_next(&held, 10).await.unwrap().is_empty(),
-        "one lost lock among them: the others are completed, nothing is taken"
-    );
-    assert!(
-        store.receive("q", 10).await.unwrap().is_empty(),
-        "3 still holds the session"
-    );
-    clock.advance(Duration::from_secs(3600));
-    let left = store.receive("q", 10).await.unwrap();
-    assert_eq!((notes(&left), left[0].delivery_count), (vec!["3".to_owned()], 2));
-    assert!(
-        store.complete_and_next(&left, 10).await.unwrap().is_empty(),
-        "the session is empty"
-    );
-    assert!(store.receive("q", 10).await.unwrap().is_empty());
-}
-
-/// A session's run of due messages stops at the first that is not due.
-#[tokio::test]
-async fn a_session_run_stops_at_a_scheduled_message() {
-    let (_dir, clock, store) = clocked().await;
-    store
-        .enqueue(
-            "q",
-            vec![
-                in_session("1"),
-                in_session("2"),
-                in_session("3").with_delay(Duration::from_secs(60)),
-                in_session("4"),
-            ],
-        )
-        .await
-        .unwrap();
-    let first = store.receive("q", 10).await.unwrap();
-    let run = store.complete_and_next(&first, 10).await.unwrap();
-    assert_eq!(run.len(), 1, "only 2: 3 is not due, and 4 waits behind it");
-    assert!(store.complete_and_next(&run, 10).await.unwrap().is_empty());
-    clock.advance(Duration::from_secs(61));
-    let due = store.receive("q", 10).await.unwrap();
-    let rest = store.complete_and_next(&due, 10).await.unwrap();
-    assert_eq!(rest.len(), 1);
-    assert_eq!(notes(&rest), ["4"]);
+    conformance::session_hand_over(&store, &clock).await;
 }
 
 #[tokio::test]

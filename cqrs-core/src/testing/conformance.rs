@@ -831,6 +831,108 @@ where
     assert_eq!(reminders[0].envelope.name(), Remind::NAME);
 }
 
+/// The session hand-over of a backend that combines completing with receiving and whose locks
+/// run out (as the SQLite and PostgreSQL transports do; [`transport`] accepts either way):
+/// [`MessageQueue::complete_and_next`] hands this consumer the session's next messages, up to
+/// the number asked and up to the first that is not due; a delivery whose lease ran out (and
+/// was delivered again) completes nothing and takes nothing; one lost lock among several
+/// completes the others and takes nothing. `clock` must be the clock the transport was built
+/// with, and its lease at most an hour.
+///
+/// # Panics
+/// On any violation.
+pub async fn session_hand_over<T: MessageQueue>(transport: &T, clock: &ManualClock) {
+    let queue = format!("hand-over-{}", Uuid::now_v7().simple());
+    let in_session = |note: &str| Envelope::command(Remind::new(note)).with_session_id("s");
+    let notes = |ds: &[Delivery]| -> Vec<String> {
+        ds.iter()
+            .map(|d| d.envelope.message.decode::<Remind>().unwrap().note.clone())
+            .collect()
+    };
+    let later = in_session("5").with_delay(Duration::from_secs(60));
+    let six: Vec<Envelope> = ["1", "2", "3", "4"].into_iter().map(in_session).collect();
+    transport.enqueue(&queue, six).await.unwrap();
+    transport
+        .enqueue(&queue, vec![later, in_session("6")])
+        .await
+        .unwrap();
+    let first = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(notes(&first), ["1"]);
+    let second = transport.complete_and_next(&first, 1).await.unwrap();
+    assert_eq!(
+        (notes(&second), second[0].delivery_count),
+        (vec!["2".to_owned()], 1),
+        "the next one, as many as asked"
+    );
+    assert!(
+        transport.receive(&queue, 10).await.unwrap().is_empty(),
+        "the session is held"
+    );
+
+    clock.advance(Duration::from_secs(3600));
+    let again = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(
+        (notes(&again), again[0].delivery_count),
+        (vec!["2".to_owned()], 2),
+        "the lease ran out"
+    );
+    assert!(
+        transport.complete_and_next(&second, 10).await.unwrap().is_empty(),
+        "a lost lock completes nothing and takes nothing"
+    );
+    let run = transport.complete_and_next(&again, 10).await.unwrap();
+    assert_eq!(
+        notes(&run),
+        ["3", "4", "5", "6"],
+        "the holder goes on; 5 is due by now"
+    );
+    assert!(run.iter().all(|d| d.delivery_count == 1));
+
+    let mut held = run.clone();
+    held[0].delivery_count += 1;
+    assert!(
+        transport.complete_and_next(&held, 10).await.unwrap().is_empty(),
+        "one lost lock among them: the others are completed, nothing is taken"
+    );
+    assert!(
+        transport.receive(&queue, 10).await.unwrap().is_empty(),
+        "3 still holds the session"
+    );
+    clock.advance(Duration::from_secs(3600));
+    let left = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!((notes(&left), left[0].delivery_count), (vec!["3".to_owned()], 2));
+    assert!(
+        transport.complete_and_next(&left, 10).await.unwrap().is_empty(),
+        "the session is empty"
+    );
+    assert!(transport.receive(&queue, 10).await.unwrap().is_empty());
+
+    // A run stops at the first message that is not due.
+    transport
+        .enqueue(
+            &queue,
+            vec![
+                in_session("a"),
+                in_session("b"),
+                in_session("c").with_delay(Duration::from_secs(60)),
+                in_session("d"),
+            ],
+        )
+        .await
+        .unwrap();
+    let first = transport.receive(&queue, 10).await.unwrap();
+    let run = transport.complete_and_next(&first, 10).await.unwrap();
+    assert_eq!(notes(&run), ["b"], "c is not due, and d waits behind it");
+    assert!(transport.complete_and_next(&run, 10).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(61));
+    let due = transport.receive(&queue, 10).await.unwrap();
+    assert_eq!(notes(&due), ["c"]);
+    let rest = transport.complete_and_next(&due, 10).await.unwrap();
+    assert_eq!(notes(&rest), ["d"]);
+    transport.complete(&rest[0]).await.unwrap();
+    assert!(transport.receive(&queue, 10).await.unwrap().is_empty());
+}
+
 /// Queue depths count what a queue holds, in flight included, until it is settled; dead
 /// letters are counted apart.
 async fn queue_depths<T: MessageQueue + QueueDepths>(transport: &T) {

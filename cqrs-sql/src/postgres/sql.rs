@@ -74,9 +74,14 @@ pub(super) const READ_ALL: &str = concat!(
      AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) \
      ORDER BY position LIMIT $2"
 );
+/// The oldest unpublished events, each looked up by its position. `OFFSET 0` keeps the lookup a
+/// nested loop: joined plainly, the planner merges the outbox with the whole log, reading it
+/// from its first event up to the outbox's (3 ms per call at 8,000 events, growing with it).
 pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
      e.name, e.schema_version, e.codec, e.payload, e.metadata::text AS metadata, e.recorded_at \
-     FROM cqrs_outbox o JOIN cqrs_events e ON e.position = o.position ORDER BY o.position LIMIT $1";
+     FROM (SELECT position FROM cqrs_outbox ORDER BY position LIMIT $1) o, \
+          LATERAL (SELECT * FROM cqrs_events ev WHERE ev.position = o.position OFFSET 0) e \
+     ORDER BY o.position";
 pub(super) const MARK_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE stream_id = $1 AND version <= $2";
 
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
@@ -174,6 +179,35 @@ pub(super) const RECEIVE: &str = concat!(
     )
     UPDATE cqrs_messages m SET locked_until = $3, delivery_count = m.delivery_count + 1
     FROM picked WHERE m.id = picked.id
+    RETURNING ",
+    message_columns!()
+);
+
+/// Completes deliveries (ids `$1`, delivery counts `$2`, each fenced) of session `$4` of queue
+/// `$3` and, when every one of them was still held, locks until `$6` up to `$7` of the
+/// session's leading messages at time `$5`: from the oldest left, those due and neither locked
+/// nor waiting for a retry, up to the first that is not.
+///
+/// One statement: its parts all see the table as it was before the delete, so the run leaves
+/// the completed ids out. Until it commits, the completed rows stay locked by the delete, so a
+/// competing `RECEIVE`, which takes a session only at its oldest message, skips the session;
+/// after, the session's oldest message is locked by this consumer.
+pub(super) const COMPLETE_AND_NEXT: &str = concat!(
+    "WITH done AS (
+        DELETE FROM cqrs_messages m USING UNNEST($1::int8[], $2::int4[]) AS d(id, count)
+        WHERE m.id = d.id AND m.delivery_count = d.count AND m.locked_until IS NOT NULL
+        RETURNING m.id
+    ), run AS (
+        SELECT s.id FROM cqrs_messages s
+        WHERE s.queue = $3 AND s.session_id = $4 AND s.id <> ALL ($1)
+          AND s.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) FROM cqrs_messages b
+                      WHERE b.queue = $3 AND b.session_id = $4 AND b.id <> ALL ($1)
+                        AND (b.visible_at > $5 OR b.locked_until > $5))
+          AND (SELECT count(*) FROM done) = cardinality($1)
+        ORDER BY s.id LIMIT $7
+    )
+    UPDATE cqrs_messages m SET locked_until = $6, delivery_count = m.delivery_count + 1
+    FROM run WHERE m.id = run.id
     RETURNING ",
     message_columns!()
 );

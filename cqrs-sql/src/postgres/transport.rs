@@ -81,6 +81,33 @@ fn envelope(row: &PgRow) -> Result<Envelope> {
     Ok(Envelope::from_parts(AnyMessage::raw(payload), metadata))
 }
 
+/// Locked messages of `queue` as deliveries, oldest first.
+fn deliveries(rows: &[PgRow], queue: &str) -> Result<Vec<Delivery>> {
+    let mut deliveries = rows
+        .iter()
+        .map(|row| {
+            Ok(Delivery {
+                id: row.try_get::<i64, _>("id").map_err(db)? as u64,
+                queue: queue.to_owned(),
+                envelope: envelope(row)?,
+                delivery_count: row.try_get::<i32, _>("delivery_count").map_err(db)? as u32,
+                enqueued_at: row.try_get("enqueued_at").map_err(db)?,
+                expires_at: row.try_get("expires_at").map_err(db)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    deliveries.sort_by_key(|d| d.id);
+    Ok(deliveries)
+}
+
+/// The fences of `deliveries` as the arrays a fenced statement takes: ids and delivery counts.
+fn fences(deliveries: &[Delivery]) -> (Vec<i64>, Vec<i32>) {
+    deliveries
+        .iter()
+        .map(|d| (d.id as i64, d.delivery_count as i32))
+        .unzip()
+}
+
 fn dead_letter(row: &PgRow) -> Result<DeadLetter> {
     Ok(DeadLetter {
         id: row.try_get::<i64, _>("id").map_err(db)? as u64,
@@ -138,8 +165,7 @@ impl PgStore {
         let Some(last) = deliveries.last() else {
             return Ok(());
         };
-        let ids: Vec<i64> = deliveries.iter().map(|d| d.id as i64).collect();
-        let counts: Vec<i32> = deliveries.iter().map(|d| d.delivery_count as i32).collect();
+        let (ids, counts) = fences(deliveries);
         sqlx::query(statement)
             .bind(ids)
             .bind(counts)
@@ -176,32 +202,42 @@ impl MessageQueue for PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(db)?;
-        let mut deliveries = rows
-            .iter()
-            .map(|row| {
-                Ok(Delivery {
-                    id: row.try_get::<i64, _>("id").map_err(db)? as u64,
-                    queue: queue.to_owned(),
-                    envelope: envelope(row)?,
-                    delivery_count: row.try_get::<i32, _>("delivery_count").map_err(db)? as u32,
-                    enqueued_at: row.try_get("enqueued_at").map_err(db)?,
-                    expires_at: row.try_get("expires_at").map_err(db)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        deliveries.sort_by_key(|d| d.id);
-        Ok(deliveries)
+        deliveries(&rows, queue)
     }
 
     async fn complete(&self, delivery: &Delivery) -> Result<()> {
         self.settle(sql::COMPLETE, delivery, None).await
     }
 
-    /// The completions in one statement; the session's next messages come from a later
-    /// receive (in another process, perhaps).
-    async fn complete_and_next(&self, deliveries: &[Delivery], _max: usize) -> Result<Vec<Delivery>> {
-        self.settle_many(sql::COMPLETE_MANY, deliveries).await?;
-        Ok(Vec::new())
+    /// The completions and the session's next messages in one statement
+    /// ([`sql::COMPLETE_AND_NEXT`]). The other consumers are woken only when this one took
+    /// nothing: while it holds the session, its completions free nothing for them.
+    async fn complete_and_next(&self, completed: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
+        let Some(last) = completed.last() else {
+            return Ok(Vec::new());
+        };
+        let Some(session) = last.envelope.metadata.session_id.as_deref().filter(|_| max > 0) else {
+            self.settle_many(sql::COMPLETE_MANY, completed).await?;
+            return Ok(Vec::new());
+        };
+        let (ids, counts) = fences(completed);
+        let now = self.clock_now();
+        let rows = sqlx::query(sql::COMPLETE_AND_NEXT)
+            .bind(ids)
+            .bind(counts)
+            .bind(&last.queue)
+            .bind(session)
+            .bind(now)
+            .bind(saturating_add(now, self.inner.lease))
+            .bind(max as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
+        let next = deliveries(&rows, &last.queue)?;
+        if next.is_empty() {
+            self.wake(&last.queue);
+        }
+        Ok(next)
     }
 
     async fn release(&self, deliveries: &[Delivery]) -> Result<()> {
