@@ -12,6 +12,25 @@ async fn open() -> (tempfile::TempDir, Documents) {
     (dir, documents)
 }
 
+/// Documents in a fresh PostgreSQL schema, or `None` (with a notice) without the test URL.
+async fn postgres() -> Option<(String, String)> {
+    let Ok(url) = std::env::var("CQRS_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_none(),
+            "CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; PostgreSQL documents test skipped");
+        return None;
+    };
+    let schema = format!("cqrs_test_docs_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    Some((url, schema))
+}
+
 fn row(value: &str, ix1: &str) -> Row {
     Row::new(&value.to_owned(), Some(ix1.to_owned()), None).unwrap()
 }
@@ -71,6 +90,18 @@ fn event(id: &str) -> Envelope {
 #[tokio::test]
 async fn a_unit_of_work_commits_with_its_checkpoint_and_drops_failed_events() {
     let (_dir, documents) = open().await;
+    unit_of_work_commits_with_its_checkpoint(documents).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_unit_of_work_commits_with_its_checkpoint_and_drops_failed_events() {
+    if let Some((url, schema)) = postgres().await {
+        let documents = Documents::connect_postgres(&url, &schema).await.unwrap();
+        unit_of_work_commits_with_its_checkpoint(documents).await;
+    }
+}
+
+async fn unit_of_work_commits_with_its_checkpoint(documents: Documents) {
     let unit = documents.unit_of_work();
     let handler = unit.wrap(Writer {
         documents: unit.documents().clone(),
@@ -102,6 +133,8 @@ async fn a_unit_of_work_commits_with_its_checkpoint_and_drops_failed_events() {
     );
     unit.save_checkpoint("p", 5).await.unwrap();
     assert_eq!(documents.get::<String>("m", "e1").await.unwrap(), None);
+    let committed: Vec<String> = documents.find("m", Index::One, "all").await.unwrap();
+    assert_eq!(committed, ["e3", "e4"], "a delete and a put in one commit");
 }
 
 #[tokio::test]
@@ -197,30 +230,33 @@ async fn pages_that_write_nothing_cost_no_commit_and_are_stored_later() {
 }
 
 #[tokio::test]
-async fn on_postgres_a_commit_wakes_the_other_processes() {
-    let Ok(url) = std::env::var("CQRS_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_none(),
-            "CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not"
-        );
-        eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; PostgreSQL documents test skipped");
+async fn on_postgres_a_commit_wakes_the_other_processes_waiters_of_what_it_wrote() {
+    let Some((url, schema)) = postgres().await else {
         return;
     };
-    let schema = format!("cqrs_test_docs_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .execute(&admin)
-        .await
-        .unwrap();
     // Two handles with pools of their own, as two processes would have.
     let web = Documents::connect_postgres(&url, &schema).await.unwrap();
     let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
     let mut woken = web.commits();
+    let mut watching_k = web.watch(&["m"], "k");
+    let mut watching_other = web.watch(&["m"], "other");
     woken.mark_unchanged();
+    watching_k.mark_seen();
+    watching_other.mark_seen();
     worker.put("m", "k", row("v", "x")).await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(10), woken.changed())
+    let wait = std::time::Duration::from_secs(10);
+    tokio::time::timeout(wait, woken.changed())
         .await
         .expect("the other process is told of the commit")
         .unwrap();
+    tokio::time::timeout(wait, watching_k.changed())
+        .await
+        .expect("the waiter of the document written wakes");
     assert_eq!(web.get::<String>("m", "k").await.unwrap().as_deref(), Some("v"));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), watching_other.changed())
+            .await
+            .is_err(),
+        "a waiter of another document sleeps on"
+    );
 }

@@ -89,6 +89,14 @@ const FIND_IX2: &str =
 const PUT: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
 const DELETE: &str = "DELETE FROM rm_documents WHERE model = $1 AND key = $2";
+/// [`PUT`] for several documents (PostgreSQL), as arrays of models, keys, documents and index
+/// values.
+const PUT_MANY: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+    ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
+/// [`DELETE`] for several documents (PostgreSQL): arrays of models and keys.
+const DELETE_MANY: &str = "DELETE FROM rm_documents d USING UNNEST($1::text[], $2::text[]) AS g(model, key)
+    WHERE d.model = g.model AND d.key = g.key";
 /// The channel on which PostgreSQL commits are announced to every process (payload: an
 /// [`Announcement`]).
 const COMMITS_CHANNEL: &str = "conference_read_models";
@@ -148,6 +156,74 @@ impl Row {
 
 /// Writes not committed yet: `None` deletes.
 type Writes = HashMap<(String, String), Option<Row>>;
+
+/// Applies writes within a commit's transaction, as each dialect does it best.
+trait WriteRows {
+    async fn write_rows(&mut self, writes: &Writes) -> Result<()>;
+}
+
+/// One statement per document: SQLite runs in this process, so a statement costs no round trip.
+impl WriteRows for sqlx::SqliteConnection {
+    async fn write_rows(&mut self, writes: &Writes) -> Result<()> {
+        for ((model, key), row) in writes {
+            let query = match row {
+                Some(row) => sqlx::query(PUT)
+                    .bind(model)
+                    .bind(key)
+                    .bind(&row.doc)
+                    .bind(&row.ix1)
+                    .bind(&row.ix2),
+                None => sqlx::query(DELETE).bind(model).bind(key),
+            };
+            query.execute(&mut *self).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// One statement for the puts and one for the deletes, whatever their number: each statement
+/// is a round trip to the server.
+impl WriteRows for sqlx::PgConnection {
+    async fn write_rows(&mut self, writes: &Writes) -> Result<()> {
+        let (mut models, mut keys, mut docs, mut ix1s, mut ix2s) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut gone_models, mut gone_keys) = (vec![], vec![]);
+        for ((model, key), row) in writes {
+            match row {
+                Some(row) => {
+                    models.push(model.as_str());
+                    keys.push(key.as_str());
+                    docs.push(row.doc.as_str());
+                    ix1s.push(row.ix1.as_deref());
+                    ix2s.push(row.ix2.as_deref());
+                }
+                None => {
+                    gone_models.push(model.as_str());
+                    gone_keys.push(key.as_str());
+                }
+            }
+        }
+        if !models.is_empty() {
+            sqlx::query(PUT_MANY)
+                .bind(models)
+                .bind(keys)
+                .bind(docs)
+                .bind(ix1s)
+                .bind(ix2s)
+                .execute(&mut *self)
+                .await
+                .map_err(db_error)?;
+        }
+        if !gone_models.is_empty() {
+            sqlx::query(DELETE_MANY)
+                .bind(gone_models)
+                .bind(gone_keys)
+                .execute(&mut *self)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+}
 
 /// The writes of a projection between two checkpoints.
 #[derive(Debug, Default)]
@@ -535,18 +611,7 @@ impl Documents {
     async fn commit(&self, writes: &Writes, checkpoint: Option<Checkpoint<'_>>) -> Result<()> {
         on_writer!(&self.db, pool => {
             let mut tx = pool.begin().await.map_err(db_error)?;
-            for ((model, key), row) in writes {
-                let query = match row {
-                    Some(row) => sqlx::query(PUT)
-                        .bind(model)
-                        .bind(key)
-                        .bind(&row.doc)
-                        .bind(&row.ix1)
-                        .bind(&row.ix2),
-                    None => sqlx::query(DELETE).bind(model).bind(key),
-                };
-                query.execute(&mut *tx).await.map_err(db_error)?;
-            }
+            WriteRows::write_rows(&mut *tx, writes).await?;
             if let Some(checkpoint) = &checkpoint {
                 let position = i64::try_from(checkpoint.position).map_err(Error::permanent)?;
                 let moved = match checkpoint.read {
