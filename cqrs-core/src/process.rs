@@ -260,6 +260,22 @@ pub trait ProcessStore: Send + Sync {
         message_id: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Removes several sent commands of one process. The default removes them one at a time;
+    /// a backend where each call is a round trip removes them in one.
+    fn remove_commands(
+        &self,
+        process_type: &str,
+        id: Uuid,
+        message_ids: &[String],
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for message_id in message_ids {
+                self.remove_command(process_type, id, message_id).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Up to `limit` processes with a command stored before `stored_before`, for the relay.
     fn with_pending(
         &self,
@@ -299,6 +315,14 @@ impl<T: ProcessStore> ProcessStore for Arc<T> {
     ) -> impl Future<Output = Result<()>> + Send {
         (**self).remove_command(process_type, id, message_id)
     }
+    fn remove_commands(
+        &self,
+        process_type: &str,
+        id: Uuid,
+        message_ids: &[String],
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).remove_commands(process_type, id, message_ids)
+    }
     fn with_pending(
         &self,
         stored_before: DateTime<Utc>,
@@ -308,7 +332,8 @@ impl<T: ProcessStore> ProcessStore for Arc<T> {
     }
 }
 
-/// Sends commands of a process's outbox in order, removing each once sent.
+/// Sends commands of a process's outbox in order, stopping at the first the bus refuses, then
+/// removes the ones sent, together.
 async fn dispatch_outbox<S: ProcessStore, B: CommandBus>(
     store: &S,
     bus: &B,
@@ -316,13 +341,19 @@ async fn dispatch_outbox<S: ProcessStore, B: CommandBus>(
     id: Uuid,
     commands: impl IntoIterator<Item = (String, Envelope)>,
 ) -> Result<usize> {
-    let mut sent = 0;
+    let mut sent = Vec::new();
+    let mut refused = Ok(());
     for (message_id, envelope) in commands {
-        bus.send(envelope).await?;
-        store.remove_command(process_type, id, &message_id).await?;
-        sent += 1;
+        if let Err(error) = bus.send(envelope).await {
+            refused = Err(error);
+            break;
+        }
+        sent.push(message_id);
     }
-    Ok(sent)
+    if !sent.is_empty() {
+        store.remove_commands(process_type, id, &sent).await?;
+    }
+    refused.map(|()| sent.len())
 }
 
 fn pending_envelopes(pending: &[StoredCommand]) -> impl Iterator<Item = (String, Envelope)> + '_ {

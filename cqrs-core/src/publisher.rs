@@ -22,6 +22,13 @@ pub struct PublisherConfig {
     pub poll_interval: Duration,
     /// Bounds of the adaptive limit on streams published concurrently.
     pub limit: LimitConfig,
+    /// Whether a pass first offers all its events to the bus in one call (in position order,
+    /// so each stream's in version order) and marks them published in one write. A bus that
+    /// costs a round trip per call (a database's topics) then costs one per pass. When that
+    /// call fails, the pass goes on stream by stream, so that one stream the bus refuses
+    /// holds back only itself; what a failed call had published already is published again
+    /// (at least once, with the same message ids). Off, every pass goes stream by stream.
+    pub whole_passes: bool,
 }
 
 impl Default for PublisherConfig {
@@ -34,15 +41,17 @@ impl Default for PublisherConfig {
                 max: 64,
                 ..LimitConfig::default()
             },
+            whole_passes: true,
         }
     }
 }
 
 /// Publishes the events of a store's outbox to an event bus:
 ///
-/// - strictly in order within a stream (one publish call per stream per pass, in version order,
-///   and a stream's next events wait for the previous call);
-/// - in parallel across streams, under an [`AdaptiveLimit`];
+/// - strictly in order within a stream (a pass's events in one call, in position order, when
+///   [`PublisherConfig::whole_passes`] is on; else, or when that call fails, one call per
+///   stream per pass, in version order; a stream's next events wait for the previous call);
+/// - stream by stream, in parallel across streams, under an [`AdaptiveLimit`];
 /// - with deterministic message ids `<stream>:<version>` ([`StoredEvent::to_envelope`]), so a
 ///   re-send after a crash is recognisable as a duplicate;
 /// - events are marked published only after the bus accepted them: whatever a crash left
@@ -95,6 +104,14 @@ impl<S: EventOutbox, B: EventBus> Publisher<S, B> {
         if events.is_empty() {
             return Ok(0);
         }
+        if self.config.whole_passes {
+            match self.publish_whole(&events).await {
+                Ok(published) => return Ok(published),
+                Err(error) => {
+                    tracing::debug!(%error, "publishing a pass in one call failed; going stream by stream");
+                }
+            }
+        }
         let mut streams: Vec<(StreamId, Vec<StoredEvent>)> = Vec::new();
         let mut slots: HashMap<StreamId, usize> = HashMap::new();
         for event in events {
@@ -104,35 +121,62 @@ impl<S: EventOutbox, B: EventBus> Publisher<S, B> {
             });
             streams[slot].1.push(event);
         }
-        let outcomes: Vec<Result<usize>> = futures::stream::iter(streams)
-            .map(|(stream, events)| self.publish_stream(stream, events))
+        let outcomes: Vec<(StreamId, i64, Result<usize>)> = futures::stream::iter(streams)
+            .map(|(stream, events)| async move {
+                let last = events.last().map_or(-1, |e| e.version);
+                let outcome = self.publish_call(&events).await;
+                (stream, last, outcome)
+            })
             .buffer_unordered(self.config.limit.max.max(1))
             .collect()
             .await;
         let mut published = 0;
+        let mut marks = Vec::new();
         let mut first_error = None;
-        for outcome in outcomes {
+        for (stream, last, outcome) in outcomes {
             match outcome {
-                Ok(n) => published += n,
+                Ok(n) => {
+                    published += n;
+                    marks.push((stream, last));
+                }
                 Err(error) => {
                     tracing::warn!(%error, "publishing a stream failed; it stays in the outbox");
                     first_error.get_or_insert(error);
                 }
             }
         }
+        self.store.mark_published_many(&marks).await?;
         metrics::counter!("cqrs_events_published_total").increment(published as u64);
         first_error.map_or(Ok(published), Err)
     }
 
-    async fn publish_stream(&self, stream: StreamId, events: Vec<StoredEvent>) -> Result<usize> {
+    /// Publishes `events` in one call and marks them in one write.
+    async fn publish_whole(&self, events: &[StoredEvent]) -> Result<usize> {
+        let mut marks: Vec<(StreamId, i64)> = Vec::new();
+        let mut slots: HashMap<&StreamId, usize> = HashMap::new();
+        for event in events {
+            match slots.get(&event.stream_id) {
+                Some(&slot) => marks[slot].1 = event.version,
+                None => {
+                    slots.insert(&event.stream_id, marks.len());
+                    marks.push((event.stream_id.clone(), event.version));
+                }
+            }
+        }
+        self.publish_call(events).await?;
+        self.store.mark_published_many(&marks).await?;
+        metrics::counter!("cqrs_events_published_total").increment(events.len() as u64);
+        Ok(events.len())
+    }
+
+    /// One call to the bus, under the limit; the events are not marked.
+    async fn publish_call(&self, events: &[StoredEvent]) -> Result<usize> {
         let _permit = self.limit.acquire().await;
         let count = events.len();
-        let last = events.last().map_or(-1, |e| e.version);
         let envelopes = events.iter().map(StoredEvent::to_envelope).collect();
         let outcome = self.bus.publish(envelopes).await;
         self.limit.record(&outcome);
         outcome?;
-        self.store.mark_published(&stream, last).await?;
         Ok(count)
     }
 

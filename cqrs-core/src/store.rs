@@ -249,6 +249,18 @@ pub trait EventOutbox: Send + Sync {
     /// Records that the events of `stream` up to and including `version` were published.
     fn mark_published(&self, stream: &StreamId, version: i64) -> impl Future<Output = Result<()>> + Send;
 
+    /// Records, for each `(stream, version)`, that the events of that stream up to and
+    /// including that version were published. The default marks them one at a time; a backend
+    /// where each call is a round trip does them in one.
+    fn mark_published_many(&self, marks: &[(StreamId, i64)]) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for (stream, version) in marks {
+                self.mark_published(stream, *version).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Resolves when events may have been appended since the last call (a hint: callers also
     /// poll at a bounded interval).
     fn appended(&self) -> impl Future<Output = ()> + Send;
@@ -285,6 +297,9 @@ impl<T: EventOutbox> EventOutbox for Arc<T> {
     }
     fn mark_published(&self, stream: &StreamId, version: i64) -> impl Future<Output = Result<()>> + Send {
         (**self).mark_published(stream, version)
+    }
+    fn mark_published_many(&self, marks: &[(StreamId, i64)]) -> impl Future<Output = Result<()>> + Send {
+        (**self).mark_published_many(marks)
     }
     fn appended(&self) -> impl Future<Output = ()> + Send {
         (**self).appended()

@@ -97,6 +97,7 @@ async fn two_hundred_streams_once_each_in_order_within_the_limit() {
             max: 8,
             ..LimitConfig::default()
         },
+        whole_passes: false,
         ..PublisherConfig::default()
     };
     let publisher = Publisher::with_config(store.clone(), probe.clone(), SystemClock::shared(), config);
@@ -131,6 +132,57 @@ async fn two_hundred_streams_once_each_in_order_within_the_limit() {
     );
     assert!(probe.max_seen.load(Ordering::SeqCst) <= 8);
     assert!(store.unpublished(10).await.unwrap().is_empty());
+}
+
+/// With whole passes (the default), a pass is one call to the bus and one write of the marks;
+/// a call the bus refuses is retried stream by stream, so only the refused stream stays.
+#[tokio::test]
+async fn a_pass_is_one_call_and_a_refused_one_goes_stream_by_stream() {
+    let store = MemoryEventStore::new();
+    let ids = fill(&store, 20, 2, 3).await;
+    let bus = RecordingBus::new();
+    let config = PublisherConfig {
+        batch_size: 50,
+        ..PublisherConfig::default()
+    };
+    let publisher = Publisher::with_config(store.clone(), bus.clone(), SystemClock::shared(), config);
+    assert_eq!(publisher.publish_pending().await.unwrap(), 50);
+    assert_eq!(bus.calls().len(), 1, "one call for the pass");
+    assert_eq!(store.unpublished(200).await.unwrap().len(), 70, "the pass marked");
+
+    let refused = ids[15].to_string();
+    let doomed = refused.clone();
+    bus.fail_if(move |e| e.metadata.message_id.contains(&doomed));
+    assert!(
+        publisher.publish_pending().await.is_err(),
+        "the refused stream is reported"
+    );
+    let held: Vec<String> = store
+        .unpublished(200)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.position <= 100)
+        .map(|e| e.stream_id.to_string())
+        .collect();
+    assert_eq!(held.len(), 6, "the pass's other streams went one by one");
+    assert!(held.iter().all(|stream| stream.contains(&refused)));
+
+    bus.heal();
+    let calls = bus.calls().len();
+    while publisher.publish_pending().await.unwrap() > 0 {}
+    assert_eq!(bus.calls().len(), calls + 1, "healed: one call for the rest");
+    assert!(store.unpublished(200).await.unwrap().is_empty());
+    for (stream, versions) in versions_by_stream(&bus.sent()) {
+        let mut distinct = versions.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct,
+            (0..6).collect::<Vec<_>>(),
+            "{stream}: every event, at least once"
+        );
+    }
 }
 
 #[tokio::test]

@@ -206,8 +206,26 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
         [4, 5]
     );
     assert_eq!(left.iter().filter(|(s, _)| s == &b).count(), 4);
-    store.mark_published(&a, 5).await.unwrap();
-    store.mark_published(&b, 3).await.unwrap();
+    store
+        .mark_published_many(&[(a.clone(), 4), (b.clone(), 1)])
+        .await
+        .unwrap();
+    let mut left: Vec<(String, i64)> = store
+        .unpublished(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream_id == a || e.stream_id == b)
+        .map(|e| (e.stream_id.to_string(), e.version))
+        .collect();
+    left.sort();
+    let mut expected = vec![(a.to_string(), 5), (b.to_string(), 2), (b.to_string(), 3)];
+    expected.sort();
+    assert_eq!(left, expected, "each stream up to its own version");
+    store
+        .mark_published_many(&[(a.clone(), 5), (b.clone(), 3)])
+        .await
+        .unwrap();
     assert!(
         !store
             .unpublished(1000)

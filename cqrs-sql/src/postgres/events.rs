@@ -246,6 +246,24 @@ impl EventOutbox for PgStore {
         Ok(())
     }
 
+    /// One statement, whatever the number of streams.
+    async fn mark_published_many(&self, marks: &[(StreamId, i64)]) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let (streams, versions): (Vec<&str>, Vec<i64>) = marks
+            .iter()
+            .map(|(stream, version)| (stream.as_str(), *version))
+            .unzip();
+        sqlx::query(sql::MARK_PUBLISHED_MANY)
+            .bind(streams)
+            .bind(versions)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn appended(&self) {
         self.inner.appended.notified().await;
     }

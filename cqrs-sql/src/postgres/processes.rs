@@ -25,52 +25,70 @@ fn record(row: &PgRow) -> Result<ProcessRecord> {
     })
 }
 
-fn command(row: &PgRow) -> Result<StoredCommand> {
-    let metadata: String = row.try_get("metadata").map_err(db)?;
-    Ok(StoredCommand {
-        message_id: row.try_get("message_id").map_err(db)?,
-        payload: Payload {
-            name: row.try_get("name").map_err(db)?,
-            schema_version: row.try_get::<i32, _>("schema_version").map_err(db)? as u32,
-            codec: codec(row, "codec")?,
-            bytes: row.try_get::<Vec<u8>, _>("payload").map_err(db)?.into(),
-        },
-        metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| corrupt("command metadata", e))?,
-        stored_at: row.try_get("stored_at").map_err(db)?,
+/// A process read by [`sql::LOAD_PROCESS`] or [`sql::FIND_PROCESS_BY_KEY`]: its record and, as
+/// arrays of the same row, its pending commands.
+fn loaded(row: &PgRow) -> Result<LoadedProcess> {
+    fn column<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+        row: &'r PgRow,
+        name: &str,
+    ) -> Result<Vec<T>>
+    where
+        Vec<T>: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        Ok(row
+            .try_get::<Option<Vec<T>>, _>(name)
+            .map_err(db)?
+            .unwrap_or_default())
+    }
+    let message_ids: Vec<String> = column(row, "message_ids")?;
+    let names: Vec<String> = column(row, "names")?;
+    let schema_versions: Vec<i32> = column(row, "schema_versions")?;
+    let codecs: Vec<String> = column(row, "codecs")?;
+    let payloads: Vec<Vec<u8>> = column(row, "payloads")?;
+    let metadata: Vec<String> = column(row, "metadata")?;
+    let stored_ats: Vec<DateTime<Utc>> = column(row, "stored_ats")?;
+    let pending = message_ids
+        .into_iter()
+        .zip(names)
+        .zip(schema_versions)
+        .zip(codecs)
+        .zip(payloads)
+        .zip(metadata)
+        .zip(stored_ats)
+        .map(
+            |((((((message_id, name), schema_version), codec), bytes), metadata), stored_at)| {
+                Ok(StoredCommand {
+                    message_id,
+                    payload: Payload {
+                        name,
+                        schema_version: schema_version as u32,
+                        codec: codec.parse().map_err(|e| corrupt("codec tag", e))?,
+                        bytes: bytes.into(),
+                    },
+                    metadata: serde_json::from_str::<Metadata>(&metadata)
+                        .map_err(|e| corrupt("command metadata", e))?,
+                    stored_at,
+                })
+            },
+        )
+        .collect::<Result<_>>()?;
+    Ok(LoadedProcess {
+        record: record(row)?,
+        pending,
     })
 }
 
-/// The record in `row` with its pending commands, read in the same (repeatable-read)
-/// transaction so they belong together.
-async fn with_commands(conn: &mut PgConnection, row: Option<PgRow>) -> Result<Option<LoadedProcess>> {
-    let Some(row) = row else { return Ok(None) };
-    let record = record(&row)?;
-    let pending = sqlx::query(sql::PROCESS_COMMANDS)
-        .bind(record.process_type.as_str())
-        .bind(record.id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(command)
-        .collect::<Result<_>>()?;
-    Ok(Some(LoadedProcess { record, pending }))
-}
-
-const SNAPSHOT_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-
 impl ProcessStore for PgStore {
     async fn load(&self, process_type: &str, id: Uuid) -> Result<Option<LoadedProcess>> {
-        let mut tx = self.pool().begin_with(SNAPSHOT_READ).await.map_err(db)?;
-        let row = sqlx::query(sql::LOAD_PROCESS)
+        sqlx::query(sql::LOAD_PROCESS)
             .bind(process_type)
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(self.pool())
             .await
-            .map_err(db)?;
-        let loaded = with_commands(&mut tx, row).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(loaded)
+            .map_err(db)?
+            .as_ref()
+            .map(loaded)
+            .transpose()
     }
 
     async fn find_by_key(
@@ -79,98 +97,76 @@ impl ProcessStore for PgStore {
         key: &str,
         include_completed: bool,
     ) -> Result<Option<LoadedProcess>> {
-        let mut tx = self.pool().begin_with(SNAPSHOT_READ).await.map_err(db)?;
-        let row = sqlx::query(sql::FIND_PROCESS_BY_KEY)
+        sqlx::query(sql::FIND_PROCESS_BY_KEY)
             .bind(process_type)
             .bind(key)
             .bind(include_completed)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(self.pool())
             .await
-            .map_err(db)?;
-        let loaded = with_commands(&mut tx, row).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(loaded)
+            .map_err(db)?
+            .as_ref()
+            .map(loaded)
+            .transpose()
     }
 
+    /// One statement ([`sql::SAVE_PROCESS`]); on a conflict, a second one reads the version
+    /// that is there, for the error.
     async fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> Result<i64> {
         let expected = record.version;
-        let mut tx = self.pool().begin().await.map_err(db)?;
-        let written = if expected == -1 {
-            sqlx::query(sql::INSERT_PROCESS)
-                .bind(record.process_type.as_str())
-                .bind(record.id)
-                .bind(record.completed)
-                .bind(record.key.as_deref())
-                .bind(record.codec.tag())
-                .bind(record.schema_version as i32)
-                .bind(record.state.as_ref())
-                .execute(&mut *tx)
-                .await
-        } else {
-            sqlx::query(sql::UPDATE_PROCESS)
-                .bind(record.process_type.as_str())
-                .bind(record.id)
-                .bind(record.completed)
-                .bind(record.key.as_deref())
-                .bind(record.codec.tag())
-                .bind(record.schema_version as i32)
-                .bind(record.state.as_ref())
-                .bind(expected)
-                .execute(&mut *tx)
-                .await
+        let mut columns = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for c in &commands {
+            columns.0.push(c.message_id.as_str());
+            columns.1.push(c.payload.name.as_str());
+            columns.2.push(c.payload.schema_version as i32);
+            columns.3.push(c.payload.codec.tag());
+            columns.4.push(c.payload.bytes.as_ref());
+            columns
+                .5
+                .push(serde_json::to_string(&c.metadata).map_err(Error::permanent)?);
+            columns.6.push(c.stored_at);
         }
-        .map_err(db)?;
-        if written.rows_affected() == 0 {
-            let actual: Option<i64> = sqlx::query_scalar(sql::PROCESS_VERSION)
-                .bind(record.process_type.as_str())
-                .bind(record.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-            return Err(process_conflict(
-                &record.process_type,
-                record.id,
-                expected,
-                actual.unwrap_or(-1),
-            ));
+        let saved: Option<i64> = sqlx::query_scalar(sql::SAVE_PROCESS)
+            .bind(record.process_type.as_str())
+            .bind(record.id)
+            .bind(record.completed)
+            .bind(record.key.as_deref())
+            .bind(record.codec.tag())
+            .bind(record.schema_version as i32)
+            .bind(record.state.as_ref())
+            .bind(expected)
+            .bind(&columns.0)
+            .bind(&columns.1)
+            .bind(&columns.2)
+            .bind(&columns.3)
+            .bind(&columns.4)
+            .bind(&columns.5)
+            .bind(&columns.6)
+            .fetch_one(self.pool())
+            .await
+            .map_err(db)?;
+        if let Some(version) = saved {
+            return Ok(version);
         }
-        if !commands.is_empty() {
-            let mut columns = (
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            );
-            for c in &commands {
-                columns.0.push(c.message_id.as_str());
-                columns.1.push(c.payload.name.as_str());
-                columns.2.push(c.payload.schema_version as i32);
-                columns.3.push(c.payload.codec.tag());
-                columns.4.push(c.payload.bytes.as_ref());
-                columns
-                    .5
-                    .push(serde_json::to_string(&c.metadata).map_err(Error::permanent)?);
-                columns.6.push(c.stored_at);
-            }
-            sqlx::query(sql::INSERT_PROCESS_COMMANDS)
-                .bind(record.process_type.as_str())
-                .bind(record.id)
-                .bind(&columns.0)
-                .bind(&columns.1)
-                .bind(&columns.2)
-                .bind(&columns.3)
-                .bind(&columns.4)
-                .bind(&columns.5)
-                .bind(&columns.6)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(expected + 1)
+        let actual: Option<i64> = sqlx::query_scalar(sql::PROCESS_VERSION)
+            .bind(record.process_type.as_str())
+            .bind(record.id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db)?;
+        Err(process_conflict(
+            &record.process_type,
+            record.id,
+            expected,
+            actual.unwrap_or(-1),
+        ))
     }
 
     async fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> Result<()> {
@@ -178,6 +174,20 @@ impl ProcessStore for PgStore {
             .bind(process_type)
             .bind(id)
             .bind(message_id)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn remove_commands(&self, process_type: &str, id: Uuid, message_ids: &[String]) -> Result<()> {
+        if message_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sql::REMOVE_PROCESS_COMMANDS)
+            .bind(process_type)
+            .bind(id)
+            .bind(message_ids)
             .execute(self.pool())
             .await
             .map_err(db)?;

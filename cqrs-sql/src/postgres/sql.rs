@@ -83,6 +83,10 @@ pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id
           LATERAL (SELECT * FROM cqrs_events ev WHERE ev.position = o.position OFFSET 0) e \
      ORDER BY o.position";
 pub(super) const MARK_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE stream_id = $1 AND version <= $2";
+/// [`MARK_PUBLISHED`] for several streams: arrays of stream ids and versions.
+pub(super) const MARK_PUBLISHED_MANY: &str = "DELETE FROM cqrs_outbox o \
+     USING UNNEST($1::text[], $2::int8[]) AS m(stream_id, version) \
+     WHERE o.stream_id = m.stream_id AND o.version <= m.version";
 
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = $1";
@@ -92,36 +96,64 @@ pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO cqrs_snapshots \
      schema_version = excluded.schema_version, codec = excluded.codec, bytes = excluded.bytes, \
      taken_at = excluded.taken_at";
 
+/// The pending commands of the process in `p`, each column as an array in the order they were
+/// stored (NULL when there are none): read in the statement that reads the process, so that
+/// both come from one snapshot.
+macro_rules! with_pending_commands {
+    () => {
+        " LEFT JOIN LATERAL (SELECT array_agg(k.message_id ORDER BY k.seq) AS message_ids, \
+             array_agg(k.name ORDER BY k.seq) AS names, \
+             array_agg(k.schema_version ORDER BY k.seq) AS schema_versions, \
+             array_agg(k.codec ORDER BY k.seq) AS codecs, array_agg(k.payload ORDER BY k.seq) AS payloads, \
+             array_agg(k.metadata::text ORDER BY k.seq) AS metadata, \
+             array_agg(k.stored_at ORDER BY k.seq) AS stored_ats \
+           FROM cqrs_process_commands k WHERE k.process_type = p.process_type AND k.id = p.id) c ON true"
+    };
+}
+
 pub(super) const LOAD_PROCESS: &str = concat!(
-    "SELECT ",
+    "SELECT p.*, c.* FROM (SELECT ",
     process_columns!(),
-    " FROM cqrs_processes WHERE process_type = $1 AND id = $2"
+    " FROM cqrs_processes WHERE process_type = $1 AND id = $2) p",
+    with_pending_commands!()
 );
 pub(super) const FIND_PROCESS_BY_KEY: &str = concat!(
-    "SELECT ",
+    "SELECT p.*, c.* FROM (SELECT ",
     process_columns!(),
     " FROM cqrs_processes WHERE process_type = $1 AND key = $2 AND (NOT completed OR $3) \
-     ORDER BY completed ASC, saved_seq DESC LIMIT 1"
+     ORDER BY completed ASC, saved_seq DESC LIMIT 1) p",
+    with_pending_commands!()
 );
 pub(super) const PROCESS_VERSION: &str =
     "SELECT version FROM cqrs_processes WHERE process_type = $1 AND id = $2";
-pub(super) const INSERT_PROCESS: &str = "INSERT INTO cqrs_processes \
-     (process_type, id, version, completed, key, codec, schema_version, state) \
-     VALUES ($1, $2, 0, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
-pub(super) const UPDATE_PROCESS: &str = "UPDATE cqrs_processes SET version = version + 1, completed = $3, \
-     key = $4, codec = $5, schema_version = $6, state = $7, saved_seq = nextval('cqrs_process_saves') \
-     WHERE process_type = $1 AND id = $2 AND version = $8";
-pub(super) const INSERT_PROCESS_COMMANDS: &str = "INSERT INTO cqrs_process_commands \
-     (process_type, id, message_id, name, schema_version, codec, payload, metadata, stored_at) \
-     SELECT $1, $2, c.message_id, c.name, c.schema_version, c.codec, c.payload, c.metadata::jsonb, c.stored_at \
-     FROM UNNEST($3::text[], $4::text[], $5::int4[], $6::text[], $7::bytea[], $8::text[], $9::timestamptz[]) \
-          WITH ORDINALITY AS c(message_id, name, schema_version, codec, payload, metadata, stored_at, ord) \
-     ORDER BY c.ord";
-pub(super) const PROCESS_COMMANDS: &str = "SELECT message_id, name, schema_version, codec, payload, \
-     metadata::text AS metadata, stored_at FROM cqrs_process_commands \
-     WHERE process_type = $1 AND id = $2 ORDER BY seq";
+/// Saves a process and appends its commands in one statement: the commands are written only
+/// when the process was. `$8` is the version expected (-1: a new process); `$9`… the commands'
+/// columns. One row: the version written, or NULL on a conflict.
+pub(super) const SAVE_PROCESS: &str = "WITH inserted AS (
+        INSERT INTO cqrs_processes (process_type, id, version, completed, key, codec, schema_version, state)
+        SELECT $1, $2, 0, $3, $4, $5, $6, $7 WHERE $8 = -1
+        ON CONFLICT DO NOTHING RETURNING version
+    ), updated AS (
+        UPDATE cqrs_processes SET version = version + 1, completed = $3, key = $4, codec = $5,
+            schema_version = $6, state = $7, saved_seq = nextval('cqrs_process_saves')
+        WHERE $8 <> -1 AND process_type = $1 AND id = $2 AND version = $8
+        RETURNING version
+    ), saved AS (
+        SELECT version FROM inserted UNION ALL SELECT version FROM updated
+    ), commands AS (
+        INSERT INTO cqrs_process_commands
+            (process_type, id, message_id, name, schema_version, codec, payload, metadata, stored_at)
+        SELECT $1, $2, c.message_id, c.name, c.schema_version, c.codec, c.payload, c.metadata::jsonb, c.stored_at
+        FROM UNNEST($9::text[], $10::text[], $11::int4[], $12::text[], $13::bytea[], $14::text[], $15::timestamptz[])
+             WITH ORDINALITY AS c(message_id, name, schema_version, codec, payload, metadata, stored_at, ord)
+        WHERE EXISTS (SELECT 1 FROM saved)
+        ORDER BY c.ord
+    )
+    SELECT (SELECT version FROM saved) AS saved";
 pub(super) const REMOVE_PROCESS_COMMAND: &str =
     "DELETE FROM cqrs_process_commands WHERE process_type = $1 AND id = $2 AND message_id = $3";
+pub(super) const REMOVE_PROCESS_COMMANDS: &str =
+    "DELETE FROM cqrs_process_commands WHERE process_type = $1 AND id = $2 AND message_id = ANY ($3)";
 pub(super) const PROCESSES_WITH_PENDING: &str = "SELECT process_type, id FROM cqrs_process_commands \
      WHERE stored_at < $1 GROUP BY process_type, id ORDER BY MIN(seq) LIMIT $2";
 
