@@ -13,6 +13,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::documents::Documents;
+use conference_domain::read_model::{ConferenceQueries, SeatTypeView};
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -233,7 +236,12 @@ async fn registrant(client: &Client, conference: &str, seat_type: &str, n: usize
 
 /// Creates and publishes a conference with three paid seat types of 100,000 seats; returns its
 /// code and seat-type ids once its seats are on sale.
-async fn conference(client: &Client) -> Result<(String, Vec<String>), String> {
+///
+/// Whether they are is read from the read models in the database (`documents`), not from the
+/// public API: the site caches a conference's seat types (`DOMAIN.md` §13.1), for 5 minutes
+/// when every type has none left, so asking it before the seats arrive would show them sold
+/// out for that long.
+async fn conference(client: &Client, documents: &Documents) -> Result<(String, Vec<String>), String> {
     let mut flow = Flow::default();
     let code = format!("load_{}", uuid::Uuid::now_v7().simple());
     let form = json!({
@@ -256,31 +264,52 @@ async fn conference(client: &Client) -> Result<(String, Vec<String>), String> {
     client
         .call(&mut flow, "admin", reqwest::Method::POST, &path, None)
         .await?;
-    for _ in 0..200 {
-        let path = format!("/api/conferences/{code}");
-        if let Ok(details) = client
-            .call(&mut flow, "admin", reqwest::Method::GET, &path, None)
+    let on_sale =
+        |types: &[SeatTypeView]| types.len() == 3 && types.iter().all(|t| t.available_quantity == 100_000);
+    let mut ready = false;
+    for _ in 0..600 {
+        if let Some(view) = documents
+            .conference_details(&code)
             .await
+            .map_err(|e| e.to_string())?
         {
-            let types = details["seat_types"].as_array().cloned().unwrap_or_default();
-            if types.len() == 3 && types.iter().all(|t| t["available"] == 100_000) {
-                let ids = types
-                    .iter()
-                    .filter_map(|t| t["id"].as_str().map(str::to_owned))
-                    .collect();
-                return Ok((code, ids));
+            let types = documents
+                .published_seat_types(view.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if on_sale(&types) {
+                ready = true;
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err("the load-test conference never went on sale".into())
+    if !ready {
+        return Err("the load-test conference never went on sale".into());
+    }
+    let path = format!("/api/conferences/{code}");
+    let details = client
+        .call(&mut flow, "admin", reqwest::Method::GET, &path, None)
+        .await?;
+    let types = details["seat_types"].as_array().cloned().unwrap_or_default();
+    if types.len() != 3 || types.iter().any(|t| t["available"] != 100_000) {
+        return Err(format!(
+            "the site shows the load-test conference's seats as {types:?}"
+        ));
+    }
+    let ids = types
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect();
+    Ok((code, ids))
 }
 
-/// Runs the load and reports.
+/// Runs the load against the instance at `config.url`, whose read models are `documents` (read
+/// to know when the run's conference is on sale), and reports.
 ///
 /// # Errors
 /// When the conference for the run cannot be set up.
-pub async fn run(config: &LoadConfig) -> Result<LoadReport, String> {
+pub async fn run(config: &LoadConfig, documents: &Documents) -> Result<LoadReport, String> {
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(config.concurrency)
@@ -290,7 +319,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, String> {
         url: config.url.trim_end_matches('/').to_owned(),
         admin_token: config.admin_token.clone(),
     });
-    let (code, seat_types) = conference(&client).await?;
+    let (code, seat_types) = conference(&client, documents).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let flows = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));

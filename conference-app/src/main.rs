@@ -351,7 +351,9 @@ async fn load<S: Backend>(
         config.rate.map(|r| format!(", {r} orders/s")).unwrap_or_default(),
         config.url
     );
-    let report = load::run(config).await.map_err(anyhow::Error::msg)?;
+    let report = load::run(config, &system.documents)
+        .await
+        .map_err(anyhow::Error::msg)?;
     std::fs::write(report_path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     load::plot(&report, plot_path).map_err(anyhow::Error::msg)?;

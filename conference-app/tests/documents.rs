@@ -137,6 +137,50 @@ async fn unit_of_work_commits_with_its_checkpoint(documents: Documents) {
     assert_eq!(committed, ["e3", "e4"], "a delete and a put in one commit");
 }
 
+/// A unit of work reads the documents it committed from memory (a projection's models are
+/// written by it alone), until another runner moves the checkpoint.
+#[tokio::test]
+async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoint() {
+    let (_dir, documents) = open().await;
+    let writer = |unit: &conference_app::documents::UnitOfWork| {
+        unit.wrap(Writer {
+            documents: unit.documents().clone(),
+        })
+    };
+    let unit = documents.unit_of_work();
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
+    writer(&unit).handle(&event("e1")).await.unwrap();
+    unit.save_checkpoint("p", 1).await.unwrap();
+
+    // Changed behind the unit's back, which no projection does: this shows where it reads.
+    documents.put("m", "e1", row("changed", "all")).await.unwrap();
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(1));
+    assert_eq!(
+        unit.documents()
+            .get::<String>("m", "e1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("e1"),
+        "what it committed, without a query"
+    );
+
+    let other = documents.unit_of_work();
+    assert_eq!(other.load_checkpoint("p").await.unwrap(), Some(1));
+    writer(&other).handle(&event("e2")).await.unwrap();
+    other.save_checkpoint("p", 2).await.unwrap();
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(2));
+    assert_eq!(
+        unit.documents()
+            .get::<String>("m", "e1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("changed"),
+        "the checkpoint moved: read from the database again"
+    );
+}
+
 #[tokio::test]
 async fn two_runners_of_one_projection_never_both_commit_a_range() {
     let (_dir, documents) = open().await;

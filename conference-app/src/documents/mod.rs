@@ -232,11 +232,30 @@ struct Overlay {
     committed: Writes,
     /// Writes of the event being handled.
     current: Writes,
+    /// Rows this unit of work has committed, as the database holds them for as long as no
+    /// other runner moves the projection's checkpoint (a projection's models are written by it
+    /// alone): a projection reads the documents it wrote without a query. Forgotten when the
+    /// checkpoint moved under it, and when it holds [`Overlay::STORED_ROWS`].
+    stored: Writes,
 }
 
 impl Overlay {
+    /// The most rows [`Overlay::stored`] keeps.
+    const STORED_ROWS: usize = 16_384;
+
     fn get(&self, id: &(String, String)) -> Option<&Option<Row>> {
-        self.current.get(id).or_else(|| self.committed.get(id))
+        self.current
+            .get(id)
+            .or_else(|| self.committed.get(id))
+            .or_else(|| self.stored.get(id))
+    }
+
+    /// `writes` committed: from now on they are what the database holds.
+    fn stored(&mut self, writes: Writes) {
+        if self.stored.len() + writes.len() > Self::STORED_ROWS {
+            self.stored.clear();
+        }
+        self.stored.extend(writes);
     }
 }
 
@@ -801,8 +820,9 @@ impl CheckpointStore for UnitOfWork {
         let position = self.documents.checkpoint(subscription).await?;
         let mut read = self.read_position();
         let mut skipped = self.skipped();
+        let moved = *read != position;
         let resume = match *skipped {
-            Some((ahead, _)) if *read == position && position.is_some() => Some(ahead),
+            Some((ahead, _)) if !moved && position.is_some() => Some(ahead),
             _ => {
                 *skipped = None;
                 position
@@ -810,7 +830,13 @@ impl CheckpointStore for UnitOfWork {
         };
         *read = position;
         drop((read, skipped));
-        *self.overlay() = Overlay::default();
+        let mut overlay = self.overlay();
+        overlay.current.clear();
+        overlay.committed.clear();
+        if moved {
+            // Another runner committed: what this one stored may have changed since.
+            overlay.stored.clear();
+        }
         Ok(resume)
     }
 
@@ -837,9 +863,13 @@ impl CheckpointStore for UnitOfWork {
             Ok(()) => {
                 *self.read_position() = Some(position);
                 *self.skipped() = None;
+                self.overlay().stored(writes);
                 Ok(())
             }
-            Err(error) if error.is_conflict() => Err(error),
+            Err(error) if error.is_conflict() => {
+                self.overlay().stored.clear();
+                Err(error)
+            }
             Err(error) => {
                 // Keep the writes: the next checkpoint commits them.
                 let mut overlay = self.overlay();

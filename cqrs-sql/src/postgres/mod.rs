@@ -309,7 +309,8 @@ impl Wakers {
 }
 
 /// Sends NOTIFYs apart from the writers' transactions (a notifying transaction takes a
-/// cluster-wide lock at commit), coalescing repeats: one per channel and payload per round.
+/// cluster-wide lock at commit), coalescing repeats: one per channel and payload per round,
+/// and a round's notifications in one statement.
 pub(super) struct Notifier {
     schema: String,
     pending: Mutex<BTreeSet<(&'static str, String)>>,
@@ -339,15 +340,17 @@ impl Notifier {
         loop {
             self.trigger.notified().await;
             let round = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-            for (channel, payload) in round {
-                if let Err(error) = sqlx::query(sql::NOTIFY_ON)
-                    .bind(channel)
-                    .bind(&payload)
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(%error, channel, "could not notify other processes");
-                }
+            if round.is_empty() {
+                continue;
+            }
+            let (channels, payloads): (Vec<&str>, Vec<String>) = round.into_iter().unzip();
+            if let Err(error) = sqlx::query(sql::NOTIFY_MANY)
+                .bind(channels)
+                .bind(payloads)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(%error, "could not notify other processes");
             }
         }
     }

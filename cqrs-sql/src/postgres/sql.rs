@@ -164,7 +164,9 @@ pub(super) const INBOX_RECORD: &str = "INSERT INTO cqrs_inbox (handler, message_
 
 /// The channel enqueues notify, with the queue name as payload.
 pub(super) const MESSAGES_CHANNEL: &str = "cqrs_messages";
-pub(super) const NOTIFY_ON: &str = "SELECT pg_notify($1, $2)";
+/// Several notifications in one statement: arrays of channels and payloads.
+pub(super) const NOTIFY_MANY: &str =
+    "SELECT pg_notify(n.channel, n.payload) FROM UNNEST($1::text[], $2::text[]) AS n(channel, payload)";
 
 macro_rules! message_columns {
     () => {
