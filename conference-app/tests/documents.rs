@@ -155,12 +155,9 @@ async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoin
     // Changed behind the unit's back, which no projection does: this shows where it reads.
     documents.put("m", "e1", row("changed", "all")).await.unwrap();
     assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(1));
+    let e1 = async || unit.documents().get::<String>("m", "e1").await.unwrap();
     assert_eq!(
-        unit.documents()
-            .get::<String>("m", "e1")
-            .await
-            .unwrap()
-            .as_deref(),
+        e1().await.as_deref(),
         Some("e1"),
         "what it committed, without a query"
     );
@@ -171,11 +168,7 @@ async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoin
     other.save_checkpoint("p", 2).await.unwrap();
     assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(2));
     assert_eq!(
-        unit.documents()
-            .get::<String>("m", "e1")
-            .await
-            .unwrap()
-            .as_deref(),
+        e1().await.as_deref(),
         Some("changed"),
         "the checkpoint moved: read from the database again"
     );
