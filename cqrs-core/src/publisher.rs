@@ -46,6 +46,22 @@ impl Default for PublisherConfig {
     }
 }
 
+/// The last version of each stream in `events`, in the order the streams first appear.
+fn last_versions(events: &[StoredEvent]) -> Vec<(StreamId, i64)> {
+    let mut marks: Vec<(StreamId, i64)> = Vec::new();
+    let mut slots: HashMap<&StreamId, usize> = HashMap::new();
+    for event in events {
+        match slots.get(&event.stream_id) {
+            Some(&slot) => marks[slot].1 = event.version,
+            None => {
+                slots.insert(&event.stream_id, marks.len());
+                marks.push((event.stream_id.clone(), event.version));
+            }
+        }
+    }
+    marks
+}
+
 /// Publishes the events of a store's outbox to an event bus:
 ///
 /// - strictly in order within a stream (a pass's events in one call, in position order, when
@@ -105,8 +121,12 @@ impl<S: EventOutbox, B: EventBus> Publisher<S, B> {
             return Ok(0);
         }
         if self.config.whole_passes {
-            match self.publish_whole(&events).await {
-                Ok(published) => return Ok(published),
+            match self.publish_call(&events).await {
+                Ok(published) => {
+                    self.store.mark_published_many(&last_versions(&events)).await?;
+                    metrics::counter!("cqrs_events_published_total").increment(published as u64);
+                    return Ok(published);
+                }
                 Err(error) => {
                     tracing::debug!(%error, "publishing a pass in one call failed; going stream by stream");
                 }
@@ -148,25 +168,6 @@ impl<S: EventOutbox, B: EventBus> Publisher<S, B> {
         self.store.mark_published_many(&marks).await?;
         metrics::counter!("cqrs_events_published_total").increment(published as u64);
         first_error.map_or(Ok(published), Err)
-    }
-
-    /// Publishes `events` in one call and marks them in one write.
-    async fn publish_whole(&self, events: &[StoredEvent]) -> Result<usize> {
-        let mut marks: Vec<(StreamId, i64)> = Vec::new();
-        let mut slots: HashMap<&StreamId, usize> = HashMap::new();
-        for event in events {
-            match slots.get(&event.stream_id) {
-                Some(&slot) => marks[slot].1 = event.version,
-                None => {
-                    slots.insert(&event.stream_id, marks.len());
-                    marks.push((event.stream_id.clone(), event.version));
-                }
-            }
-        }
-        self.publish_call(events).await?;
-        self.store.mark_published_many(&marks).await?;
-        metrics::counter!("cqrs_events_published_total").increment(events.len() as u64);
-        Ok(events.len())
     }
 
     /// One call to the bus, under the limit; the events are not marked.
