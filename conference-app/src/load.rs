@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::documents::Documents;
-use conference_domain::read_model::{ConferenceQueries, SeatTypeView};
+use conference_domain::read_model::ConferenceQueries;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -264,28 +264,13 @@ async fn conference(client: &Client, documents: &Documents) -> Result<(String, V
     client
         .call(&mut flow, "admin", reqwest::Method::POST, &path, None)
         .await?;
-    let on_sale =
-        |types: &[SeatTypeView]| types.len() == 3 && types.iter().all(|t| t.available_quantity == 100_000);
-    let mut ready = false;
-    for _ in 0..600 {
-        if let Some(view) = documents
-            .conference_details(&code)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            let types = documents
-                .published_seat_types(view.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            if on_sale(&types) {
-                ready = true;
-                break;
-            }
+    let mut polls = 0;
+    while !on_sale(documents, &code).await? {
+        polls += 1;
+        if polls == 600 {
+            return Err("the load-test conference never went on sale".into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !ready {
-        return Err("the load-test conference never went on sale".into());
     }
     let path = format!("/api/conferences/{code}");
     let details = client
@@ -302,6 +287,23 @@ async fn conference(client: &Client, documents: &Documents) -> Result<(String, V
         .filter_map(|t| t["id"].as_str().map(str::to_owned))
         .collect();
     Ok((code, ids))
+}
+
+/// Whether the conference `code` is published with its three seat types' 100,000 seats on
+/// sale, as its read models say.
+async fn on_sale(documents: &Documents, code: &str) -> Result<bool, String> {
+    let Some(view) = documents
+        .conference_details(code)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(false);
+    };
+    let types = documents
+        .published_seat_types(view.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(types.len() == 3 && types.iter().all(|t| t.available_quantity == 100_000))
 }
 
 /// Runs the load against the instance at `config.url`, whose read models are `documents` (read

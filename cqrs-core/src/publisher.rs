@@ -6,10 +6,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use crate::bus::EventBus;
 use crate::clock::SharedClock;
-use crate::error::Result;
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
 use crate::limit::{AdaptiveLimit, LimitConfig};
 use crate::store::{EventOutbox, StoredEvent, StreamId};
 
@@ -46,20 +48,19 @@ impl Default for PublisherConfig {
     }
 }
 
-/// The last version of each stream in `events`, in the order the streams first appear.
-fn last_versions(events: &[StoredEvent]) -> Vec<(StreamId, i64)> {
-    let mut marks: Vec<(StreamId, i64)> = Vec::new();
+/// The events of a pass by stream, each stream's in order, the streams in the order they first
+/// appear.
+fn by_stream(events: &[StoredEvent]) -> Vec<(&StreamId, Vec<&StoredEvent>)> {
+    let mut streams: Vec<(&StreamId, Vec<&StoredEvent>)> = Vec::new();
     let mut slots: HashMap<&StreamId, usize> = HashMap::new();
     for event in events {
-        match slots.get(&event.stream_id) {
-            Some(&slot) => marks[slot].1 = event.version,
-            None => {
-                slots.insert(&event.stream_id, marks.len());
-                marks.push((event.stream_id.clone(), event.version));
-            }
-        }
+        let slot = *slots.entry(&event.stream_id).or_insert_with(|| {
+            streams.push((&event.stream_id, Vec::new()));
+            streams.len() - 1
+        });
+        streams[slot].1.push(event);
     }
-    marks
+    streams
 }
 
 /// Publishes the events of a store's outbox to an event bus:
@@ -120,65 +121,77 @@ impl<S: EventOutbox, B: EventBus> Publisher<S, B> {
         if events.is_empty() {
             return Ok(0);
         }
-        if self.config.whole_passes {
-            match self.publish_call(&events).await {
-                Ok(published) => {
-                    self.store.mark_published_many(&last_versions(&events)).await?;
-                    metrics::counter!("cqrs_events_published_total").increment(published as u64);
-                    return Ok(published);
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "publishing a pass in one call failed; going stream by stream");
-                }
+        let streams = by_stream(&events);
+        let (accepted, first_error) = if self.config.whole_passes && self.publish_whole(&events).await {
+            (streams, None)
+        } else {
+            self.publish_each(streams).await
+        };
+        let marks: Vec<(StreamId, i64)> = accepted
+            .iter()
+            .map(|(stream, events)| ((*stream).clone(), events.last().map_or(-1, |e| e.version)))
+            .collect();
+        self.store.mark_published_many(&marks).await?;
+        let published = accepted.iter().map(|(_, events)| events.len()).sum();
+        metrics::counter!("cqrs_events_published_total").increment(published as u64);
+        first_error.map_or(Ok(published), Err)
+    }
+
+    /// Offers a whole pass to the bus in one call; `false` when the bus refused it.
+    async fn publish_whole(&self, events: &[StoredEvent]) -> bool {
+        match self
+            .publish_call(events.iter().map(StoredEvent::to_envelope).collect())
+            .await
+        {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(%error, "publishing a pass in one call failed; going stream by stream");
+                false
             }
         }
-        let mut streams: Vec<(StreamId, Vec<StoredEvent>)> = Vec::new();
-        let mut slots: HashMap<StreamId, usize> = HashMap::new();
-        for event in events {
-            let slot = *slots.entry(event.stream_id.clone()).or_insert_with(|| {
-                streams.push((event.stream_id.clone(), Vec::new()));
-                streams.len() - 1
-            });
-            streams[slot].1.push(event);
+    }
+
+    /// Offers each stream's events in a call of its own, streams in parallel under the limit;
+    /// answers the streams the bus accepted and the first failure.
+    async fn publish_each<'e>(
+        &self,
+        streams: Vec<(&'e StreamId, Vec<&'e StoredEvent>)>,
+    ) -> (Vec<(&'e StreamId, Vec<&'e StoredEvent>)>, Option<Error>) {
+        // Each call waits for a permit of the limit, so at most its maximum run at once.
+        let mut calls = FuturesUnordered::new();
+        for stream in streams {
+            calls.push(self.publish_stream(stream));
         }
-        let outcomes: Vec<(StreamId, i64, Result<usize>)> = futures::stream::iter(streams)
-            .map(|(stream, events)| async move {
-                let last = events.last().map_or(-1, |e| e.version);
-                let outcome = self.publish_call(&events).await;
-                (stream, last, outcome)
-            })
-            .buffer_unordered(self.config.limit.max.max(1))
-            .collect()
-            .await;
-        let mut published = 0;
-        let mut marks = Vec::new();
+        let mut accepted = Vec::new();
         let mut first_error = None;
-        for (stream, last, outcome) in outcomes {
+        while let Some((stream, outcome)) = calls.next().await {
             match outcome {
-                Ok(n) => {
-                    published += n;
-                    marks.push((stream, last));
-                }
+                Ok(()) => accepted.push(stream),
                 Err(error) => {
                     tracing::warn!(%error, "publishing a stream failed; it stays in the outbox");
                     first_error.get_or_insert(error);
                 }
             }
         }
-        self.store.mark_published_many(&marks).await?;
-        metrics::counter!("cqrs_events_published_total").increment(published as u64);
-        first_error.map_or(Ok(published), Err)
+        (accepted, first_error)
+    }
+
+    /// One stream's events in one call; answers them with the outcome.
+    async fn publish_stream<'e>(
+        &self,
+        stream: (&'e StreamId, Vec<&'e StoredEvent>),
+    ) -> ((&'e StreamId, Vec<&'e StoredEvent>), Result<()>) {
+        let envelopes = stream.1.iter().map(|e| e.to_envelope()).collect();
+        let outcome = self.publish_call(envelopes).await;
+        (stream, outcome)
     }
 
     /// One call to the bus, under the limit; the events are not marked.
-    async fn publish_call(&self, events: &[StoredEvent]) -> Result<usize> {
+    async fn publish_call(&self, envelopes: Vec<Envelope>) -> Result<()> {
         let _permit = self.limit.acquire().await;
-        let count = events.len();
-        let envelopes = events.iter().map(StoredEvent::to_envelope).collect();
         let outcome = self.bus.publish(envelopes).await;
         self.limit.record(&outcome);
-        outcome?;
-        Ok(count)
+        outcome
     }
 
     /// Publishes until `shutdown` resolves: first whatever is left from before, then new events

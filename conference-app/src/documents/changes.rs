@@ -254,6 +254,21 @@ impl Drop for DocumentWatch {
 mod tests {
     use super::*;
 
+    async fn wakes(watch: &mut DocumentWatch, why: &str) {
+        tokio::time::timeout(std::time::Duration::from_secs(1), watch.changed())
+            .await
+            .expect(why);
+    }
+
+    async fn sleeps(watch: &mut DocumentWatch, why: &str) {
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), watch.changed())
+                .await
+                .is_err(),
+            "{why}"
+        );
+    }
+
     #[tokio::test]
     async fn a_commit_wakes_the_waiters_of_what_it_wrote_and_no_others() {
         let changes = Arc::new(Changes::default());
@@ -262,15 +277,8 @@ mod tests {
         mine.mark_seen();
         other.mark_seen();
         changes.committed(Some(("draft_order@2", 7)), [("priced_order@2", "a")]);
-        tokio::time::timeout(std::time::Duration::from_secs(1), mine.changed())
-            .await
-            .expect("the waiter of the written document wakes");
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(20), other.changed())
-                .await
-                .is_err(),
-            "a waiter of another document sleeps on"
-        );
+        wakes(&mut mine, "the waiter of the written document wakes").await;
+        sleeps(&mut other, "a waiter of another document sleeps on").await;
         assert_eq!(changes.checkpoint("draft_order@2"), Some(7));
         changes.checkpoint_reached("draft_order@2", 3);
         assert_eq!(
@@ -295,15 +303,8 @@ mod tests {
 
         let payload = Announcement::write("s1", Some(("priced_order@2", 9)), [("priced_order@2", "a")]);
         changes.committed_elsewhere(&Announcement::read(&payload, "s1").expect("this schema's"));
-        tokio::time::timeout(std::time::Duration::from_secs(1), mine.changed())
-            .await
-            .expect("the waiter of the named document wakes");
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(20), other.changed())
-                .await
-                .is_err(),
-            "a waiter of another document sleeps on"
-        );
+        wakes(&mut mine, "the waiter of the named document wakes").await;
+        sleeps(&mut other, "a waiter of another document sleeps on").await;
         assert!(
             commits.has_changed().expect("the counter lives"),
             "the commit counter moves"
@@ -312,9 +313,11 @@ mod tests {
 
         changes
             .committed_elsewhere(&Announcement::read("s1\npriced_order@2\n10", "s1").expect("this schema's"));
-        tokio::time::timeout(std::time::Duration::from_secs(1), other.changed())
-            .await
-            .expect("a commit whose documents are unknown wakes every waiter");
+        wakes(
+            &mut other,
+            "a commit whose documents are unknown wakes every waiter",
+        )
+        .await;
         assert_eq!(changes.checkpoint("priced_order@2"), Some(10));
     }
 

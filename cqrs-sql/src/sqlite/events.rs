@@ -308,24 +308,11 @@ impl EventOutbox for SqliteStore {
 
     /// One write of the batch, a statement per stream.
     async fn mark_published_many(&self, marks: &[(StreamId, i64)]) -> Result<()> {
-        if marks.is_empty() {
-            return Ok(());
-        }
-        let marks: Vec<(String, i64)> = marks
+        let marks = marks
             .iter()
             .map(|(stream, version)| (stream.as_str().to_owned(), *version))
             .collect();
-        self.write(
-            marks.len(),
-            Box::new(move |db| {
-                let mut mark = db.prepare_cached(sql::MARK_PUBLISHED).map_err(direct::error)?;
-                for params in &marks {
-                    mark.execute(params.clone()).map_err(direct::error)?;
-                }
-                Ok(())
-            }),
-        )
-        .await
+        self.execute_each(sql::MARK_PUBLISHED, marks).await.map(drop)
     }
 
     async fn appended(&self) {

@@ -327,6 +327,28 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs one statement once per set of `params`, all in one write of the next
+    /// group-committed batch (nothing for none); answers the number of rows they changed.
+    async fn execute_each<P: rusqlite::Params + Send + 'static>(
+        &self,
+        statement: &'static str,
+        params: Vec<P>,
+    ) -> Result<usize> {
+        if params.is_empty() {
+            return Ok(0);
+        }
+        self.write(
+            params.len(),
+            Box::new(move |db| {
+                let mut statement = db.prepare_cached(statement).map_err(direct::error)?;
+                params.into_iter().try_fold(0, |changed, params| {
+                    Ok(changed + statement.execute(params).map_err(direct::error)?)
+                })
+            }),
+        )
+        .await
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
     }

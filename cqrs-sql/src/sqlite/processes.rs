@@ -118,25 +118,13 @@ impl ProcessStore for SqliteStore {
 
     /// One write of the batch, a statement per command.
     async fn remove_commands(&self, process_type: &str, id: Uuid, message_ids: &[String]) -> Result<()> {
-        if message_ids.is_empty() {
-            return Ok(());
-        }
-        let (process_type, id, message_ids) = (process_type.to_owned(), id.to_string(), message_ids.to_vec());
-        self.write(
-            message_ids.len(),
-            Box::new(move |db| {
-                let mut remove = db
-                    .prepare_cached(sql::REMOVE_PROCESS_COMMAND)
-                    .map_err(direct::error)?;
-                for message_id in &message_ids {
-                    remove
-                        .execute((&process_type, &id, message_id))
-                        .map_err(direct::error)?;
-                }
-                Ok(())
-            }),
-        )
-        .await
+        let removals = message_ids
+            .iter()
+            .map(|message_id| (process_type.to_owned(), id.to_string(), message_id.clone()))
+            .collect();
+        self.execute_each(sql::REMOVE_PROCESS_COMMAND, removals)
+            .await
+            .map(drop)
     }
 
     async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {

@@ -278,18 +278,7 @@ impl MessageQueue for SqliteStore {
         let Some(last) = deliveries.last() else {
             return Ok(());
         };
-        let fences = fences(deliveries);
-        self.write(
-            fences.len(),
-            Box::new(move |db| {
-                let mut release = db.prepare_cached(sql::RELEASE).map_err(direct::error)?;
-                for fence in &fences {
-                    release.execute(*fence).map_err(direct::error)?;
-                }
-                Ok(())
-            }),
-        )
-        .await?;
+        self.execute_each(sql::RELEASE, fences(deliveries)).await?;
         self.wake(&last.queue);
         Ok(())
     }
