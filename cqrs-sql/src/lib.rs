@@ -4,7 +4,7 @@
 //!
 //! | feature | type | what it is |
 //! |---|---|---|
-//! | `sqlite` (default) | `SqliteStore` | the embedded default: one file, WAL, one writer connection with `BEGIN IMMEDIATE`, a pool of readers |
+//! | `sqlite` (default) | `SqliteStore` | the embedded default: one file, WAL, one writer connection on a thread of its own (`BEGIN IMMEDIATE`, group commit), a pool of readers |
 //! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; LISTEN/NOTIFY wake-ups |
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:

@@ -11,9 +11,10 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::Notify;
 
+use super::group::BatchWriter;
 use super::{PgStore, codec, sql};
 use crate::error::{corrupt, db, is_unique_violation};
-use crate::group::{self, AppendRequest, BatchWriter};
+use crate::group::{self, AppendRequest};
 
 /// The most events one transaction can append: the position keeps 20 bits for the ordinal.
 const MAX_EVENTS_PER_APPEND: usize = (1 << 20) - 1;

@@ -2,6 +2,7 @@
 
 mod checkpoints;
 mod events;
+mod group;
 mod leases;
 mod processes;
 mod sql;
@@ -19,8 +20,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
 
 use self::events::PgAppender;
+use self::group::GroupCommit;
 use crate::error::{corrupt, db};
-use crate::group::GroupCommit;
 use crate::migrate::POSTGRES as MIGRATIONS;
 
 /// The most events one group-commit statement takes.

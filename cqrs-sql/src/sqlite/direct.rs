@@ -1,13 +1,10 @@
-//! Direct SQLite calls: the rows of a stream, of the global log and of the outbox, and every
-//! batched write (see [`batch`](super::batch)), are stepped through `rusqlite` on the handle of
-//! a sqlx connection, locked out of sqlx's worker thread meanwhile.
+//! Direct SQLite calls: the rows of a stream, of the global log and of the outbox are stepped
+//! through `rusqlite` on the handle of a pooled sqlx reader, locked out of sqlx's worker thread
+//! meanwhile; and the helpers the [`writer`](super::writer) thread's `rusqlite` code shares.
 //!
 //! sqlx runs each statement on a worker thread of its own and sends every row back through a
 //! channel, duplicating every column value on the way. Loading a 10,000-event stream that way
-//! took 35 ms, a third of it allocation and a fifth thread hand-offs; read directly, 8 ms. A
-//! batch of writes paid two thread hand-offs per statement. Appends stay on sqlx: an append is
-//! one statement, and the direct path measured no faster there (the durable commit dominates,
-//! and sqlx keeps its statements prepared).
+//! took 35 ms, a third of it allocation and a fifth thread hand-offs; read directly, 8 ms.
 //!
 //! This module holds the crate's only `unsafe` line: wrapping the locked handle in a
 //! `rusqlite::Connection` that does not own it.

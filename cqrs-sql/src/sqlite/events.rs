@@ -1,18 +1,19 @@
 //! Event store, outbox and snapshots on SQLite.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use cqrs_core::uuid::Uuid;
 use cqrs_core::{
     AppendResult, Error, EventAppender, EventMetadata, EventOutbox, EventReader, ExpectedVersion, NewEvent,
-    Payload, Result, SharedClock, Snapshot, SnapshotStore, StoredEvent, StreamId,
+    Payload, Result, Snapshot, SnapshotStore, StoredEvent, StreamId,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
-use tokio::sync::Notify;
+use rusqlite::Connection;
+use sqlx::Row;
 
+use super::batch::control;
 use super::{SqliteStore, codec, direct, sql, timestamp};
 use crate::error::{corrupt, db};
-use crate::group::{self, AppendRequest, BatchWriter};
+use crate::group::{self, AppendRequest};
 
 /// Events per INSERT statement: 10 parameters each, well under SQLite's variable limit.
 const ROWS_PER_INSERT: usize = 500;
@@ -81,15 +82,6 @@ impl EventReader for SqliteStore {
     }
 }
 
-/// Writes batches of appends through the single writer connection, one `BEGIN IMMEDIATE`
-/// transaction (and one durable commit) per batch.
-#[derive(Clone)]
-pub(super) struct SqliteAppender {
-    pub(super) writer: SqlitePool,
-    pub(super) clock: SharedClock,
-    pub(super) appended: Arc<Notify>,
-}
-
 /// SQLite's limit on bound parameters per statement (32,766) leaves room for this many events
 /// (8 parameters each) in a one-statement batch.
 pub(super) const MAX_STATEMENT_EVENTS: usize = 3_000;
@@ -104,137 +96,234 @@ fn batch_sql(appends: usize, events: usize) -> String {
     sql
 }
 
-impl SqliteAppender {
-    async fn try_write(&self, batch: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
-        let events: usize = batch.iter().map(|r| r.events.len()).sum();
-        let results = if events == 0 || events > MAX_STATEMENT_EVENTS {
-            self.write_in_transaction(batch).await?
-        } else {
-            self.write_in_one_statement(batch, events).await?
-        };
-        if results
-            .iter()
-            .any(|r| r.as_ref().is_ok_and(|a| a.last_position > 0))
-        {
-            self.appended.notify_one();
-        }
-        Ok(results)
-    }
+/// How the writer writes a batch's appends, in arrival order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// These appends (to distinct streams, with at most [`MAX_STATEMENT_EVENTS`] events in
+    /// all) in one statement.
+    Statement(Vec<usize>),
+    /// This append on its own: no events (a version check), or too many for one statement.
+    Alone(usize),
+}
 
-    /// The common case: every append of the batch in one autocommit statement (atomic), one
-    /// round trip to SQLite and one durable commit.
-    async fn write_in_one_statement(
-        &self,
-        batch: &[AppendRequest],
-        events: usize,
-    ) -> Result<Vec<Result<AppendResult>>> {
-        let recorded_at = self.clock.now().timestamp_micros();
-        let mut query = sqlx::query(AssertSqlSafe(batch_sql(batch.len(), events)));
-        for (idx, request) in batch.iter().enumerate() {
-            query = query
-                .bind(idx as i64)
-                .bind(request.stream.as_str())
-                .bind(request.stream_type.as_str())
-                .bind(match request.expected {
-                    ExpectedVersion::Any => None,
-                    ExpectedVersion::Exact(v) => Some(v),
-                });
+/// Splits a batch's appends into statements: an append to a stream already in the statement
+/// being built starts the next one, so each stream's appends apply in the order they came.
+pub(super) fn plan(appends: &[AppendRequest]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut current = Vec::new();
+    let mut streams = HashSet::new();
+    let mut events = 0;
+    for (idx, append) in appends.iter().enumerate() {
+        let n = append.events.len();
+        let alone = n == 0 || n > MAX_STATEMENT_EVENTS;
+        if !current.is_empty()
+            && (alone || streams.contains(&append.stream) || events + n > MAX_STATEMENT_EVENTS)
+        {
+            steps.push(Step::Statement(std::mem::take(&mut current)));
+            streams.clear();
+            events = 0;
         }
-        for (idx, request) in batch.iter().enumerate() {
-            for (n, event) in request.events.iter().enumerate() {
-                let metadata = serde_json::to_string(&event.metadata).map_err(Error::permanent)?;
-                query = query
-                    .bind(idx as i64)
-                    .bind(n as i64 + 1)
-                    .bind(event.event_id.to_string())
-                    .bind(event.payload.name.as_str())
-                    .bind(i64::from(event.payload.schema_version))
-                    .bind(event.payload.codec.tag())
-                    .bind(event.payload.bytes.to_vec())
-                    .bind(metadata);
+        if alone {
+            steps.push(Step::Alone(idx));
+        } else {
+            current.push(idx);
+            streams.insert(&append.stream);
+            events += n;
+        }
+    }
+    if !current.is_empty() {
+        steps.push(Step::Statement(current));
+    }
+    steps
+}
+
+/// Runs the `steps` of [`plan`]: one result per append, in order. Inside a transaction
+/// (`in_transaction`), each step runs in a savepoint, so a failed statement rolls back only
+/// itself; a statement of several appends that fails for another reason than a busy database
+/// is tried again append by append, so that the one at fault alone fails. `Err` when SQLite
+/// rolled the whole transaction back.
+pub(super) fn run(
+    db: &Connection,
+    appends: &[AppendRequest],
+    steps: &[Step],
+    recorded_at: i64,
+    in_transaction: bool,
+) -> Result<Vec<Result<AppendResult>>> {
+    let mut results: Vec<Option<Result<AppendResult>>> = appends.iter().map(|_| None).collect();
+    let attempt = |indices: &[usize], results: &mut Vec<Option<Result<AppendResult>>>| match isolated(
+        db,
+        in_transaction,
+        |db| statement(db, appends, indices, recorded_at),
+    ) {
+        Ok(written) => {
+            for (&idx, result) in indices.iter().zip(written) {
+                results[idx] = Some(result);
             }
+            true
         }
-        let rows = query
-            .bind(recorded_at)
-            .fetch_all(&self.writer)
-            .await
-            .map_err(db)?;
-        let mut written: std::collections::HashMap<String, AppendResult> = std::collections::HashMap::new();
-        for row in &rows {
-            let stream: String = row.try_get("stream_id").map_err(db)?;
-            let position: i64 = row.try_get("position").map_err(db)?;
-            let version: i64 = row.try_get("version").map_err(db)?;
-            let entry = written.entry(stream).or_insert(AppendResult {
-                last_version: version,
-                last_position: 0,
-            });
-            entry.last_version = entry.last_version.max(version);
-            entry.last_position = entry.last_position.max(position as u64);
+        Err(error) if indices.len() > 1 && !error.is_transient() => false,
+        Err(error) => {
+            for &idx in indices {
+                results[idx] = Some(Err(group::shared_failure(&error)));
+            }
+            true
         }
-        let mut results = Vec::with_capacity(batch.len());
-        for request in batch {
-            results.push(match written.remove(request.stream.as_str()) {
-                Some(result) => Ok(result),
-                None => {
-                    let actual: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
-                        .bind(request.stream.as_str())
-                        .fetch_one(&self.writer)
-                        .await
-                        .map_err(db)?;
-                    if request.events.is_empty() && request.expected.matches(actual) {
-                        Ok(AppendResult {
-                            last_version: actual,
-                            last_position: 0,
-                        })
-                    } else {
-                        Err(Error::Conflict {
-                            stream: request.stream.to_string(),
-                            expected: request.expected,
-                            actual,
-                        })
+    };
+    for step in steps {
+        match step {
+            Step::Statement(indices) => {
+                if !attempt(indices, &mut results) {
+                    for &idx in indices {
+                        attempt(&[idx], &mut results);
                     }
                 }
-            });
+            }
+            Step::Alone(idx) => {
+                results[*idx] = Some(
+                    isolated(db, in_transaction, |db| {
+                        append_alone(db, &appends[*idx], recorded_at)
+                    })
+                    .and_then(|result| result),
+                );
+            }
         }
-        Ok(results)
-    }
-
-    /// Batches too large for one statement: a `BEGIN IMMEDIATE` transaction, appends checked and
-    /// inserted one after the other in chunks.
-    async fn write_in_transaction(&self, batch: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
-        let recorded_at = self.clock.now().timestamp_micros();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let mut results = Vec::with_capacity(batch.len());
-        for request in batch {
-            results.push(append_in(&mut tx, request, recorded_at).await?);
+        if in_transaction && db.is_autocommit() {
+            return Err(Error::transient("SQLite rolled the batch's transaction back"));
         }
-        tx.commit().await.map_err(db)?;
-        Ok(results)
     }
+    Ok(results
+        .into_iter()
+        .map(|result| result.expect("every append is in a step"))
+        .collect())
 }
 
-impl BatchWriter for SqliteAppender {
-    async fn write(&self, batch: &[AppendRequest]) -> Vec<Result<AppendResult>> {
-        match self.try_write(batch).await {
-            Ok(results) => results,
-            Err(error) => batch.iter().map(|_| Err(group::shared_failure(&error))).collect(),
-        }
+/// Runs `work` in a savepoint inside a transaction (rolled back alone if it fails), or as is.
+fn isolated<T>(
+    db: &Connection,
+    in_transaction: bool,
+    work: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    if !in_transaction {
+        return work(db);
     }
+    control(db, "SAVEPOINT append").map_err(direct::error)?;
+    let result = work(db);
+    let end = if result.is_ok() {
+        control(db, "RELEASE append")
+    } else {
+        control(db, "ROLLBACK TO append").and_then(|()| control(db, "RELEASE append"))
+    };
+    if db.is_autocommit() {
+        // The transaction is gone: the caller sees it.
+        return result;
+    }
+    end.map_err(direct::error)?;
+    result
 }
 
-/// One append inside the batch's transaction: the outer error aborts the batch, the inner one
-/// (a conflict) fails only this append.
-async fn append_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    request: &AppendRequest,
+/// The appends at `indices` (distinct streams, each with events) in one statement: each
+/// inserts all its events or, when its expected version does not match, none.
+fn statement(
+    db: &Connection,
+    appends: &[AppendRequest],
+    indices: &[usize],
     recorded_at: i64,
-) -> Result<Result<AppendResult>> {
+) -> Result<Vec<Result<AppendResult>>> {
+    let events: usize = indices.iter().map(|&idx| appends[idx].events.len()).sum();
+    let mut statement = db
+        .prepare_cached(&batch_sql(indices.len(), events))
+        .map_err(direct::error)?;
+    let mut param = 0;
+    let mut bind = |statement: &mut rusqlite::CachedStatement<'_>, value: &dyn rusqlite::ToSql| {
+        param += 1;
+        statement.raw_bind_parameter(param, value).map_err(direct::error)
+    };
+    for (k, &idx) in indices.iter().enumerate() {
+        let append = &appends[idx];
+        bind(&mut statement, &(k as i64))?;
+        bind(&mut statement, &append.stream.as_str())?;
+        bind(&mut statement, &append.stream_type.as_str())?;
+        bind(
+            &mut statement,
+            &match append.expected {
+                ExpectedVersion::Any => None,
+                ExpectedVersion::Exact(v) => Some(v),
+            },
+        )?;
+    }
+    let mut id = Uuid::encode_buffer();
+    for (k, &idx) in indices.iter().enumerate() {
+        for (n, event) in appends[idx].events.iter().enumerate() {
+            let metadata = serde_json::to_string(&event.metadata).map_err(Error::permanent)?;
+            bind(&mut statement, &(k as i64))?;
+            bind(&mut statement, &(n as i64 + 1))?;
+            bind(
+                &mut statement,
+                &&*event.event_id.hyphenated().encode_lower(&mut id),
+            )?;
+            bind(&mut statement, &event.payload.name.as_str())?;
+            bind(&mut statement, &i64::from(event.payload.schema_version))?;
+            bind(&mut statement, &event.payload.codec.tag())?;
+            bind(&mut statement, &&event.payload.bytes[..])?;
+            bind(&mut statement, &metadata)?;
+        }
+    }
+    bind(&mut statement, &recorded_at)?;
+    let mut written: Vec<Option<AppendResult>> = vec![None; indices.len()];
+    let slot: HashMap<&str, usize> = indices
+        .iter()
+        .enumerate()
+        .map(|(k, &idx)| (appends[idx].stream.as_str(), k))
+        .collect();
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next().map_err(direct::error)? {
+        let position: i64 = direct::get(row, 0)?;
+        let version: i64 = direct::get(row, 2)?;
+        let stream = row
+            .get_ref(1)
+            .map_err(direct::error)?
+            .as_str()
+            .map_err(|e| corrupt("stream id", e))?;
+        let Some(&k) = slot.get(stream) else {
+            return Err(corrupt("appended stream id", stream));
+        };
+        let entry = written[k].get_or_insert(AppendResult {
+            last_version: version,
+            last_position: 0,
+        });
+        entry.last_version = entry.last_version.max(version);
+        entry.last_position = entry.last_position.max(position as u64);
+    }
+    drop(rows);
+    indices
+        .iter()
+        .zip(written)
+        .map(|(&idx, written)| match written {
+            Some(result) => Ok(Ok(result)),
+            None => {
+                let append = &appends[idx];
+                Ok(Err(Error::Conflict {
+                    stream: append.stream.to_string(),
+                    expected: append.expected,
+                    actual: stream_version(db, &append.stream)?,
+                }))
+            }
+        })
+        .collect()
+}
+
+fn stream_version(db: &Connection, stream: &StreamId) -> Result<i64> {
+    db.prepare_cached(sql::STREAM_VERSION)
+        .and_then(|mut statement| statement.query_row([stream.as_str()], |row| row.get(0)))
+        .map_err(direct::error)
+}
+
+/// An append written on its own, inside the batch's transaction: its version checked, then
+/// its events inserted in chunks. The outer error aborts it, the inner one (a conflict) fails
+/// only this append.
+fn append_alone(db: &Connection, request: &AppendRequest, recorded_at: i64) -> Result<Result<AppendResult>> {
     let stream = request.stream.as_str();
-    let actual: i64 = sqlx::query_scalar(sql::STREAM_VERSION)
-        .bind(stream)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db)?;
+    let actual = stream_version(db, &request.stream)?;
     if !request.expected.matches(actual) {
         return Ok(Err(Error::Conflict {
             stream: stream.to_owned(),
@@ -245,24 +334,29 @@ async fn append_in(
     let mut version = actual;
     let mut last_position = 0;
     for chunk in request.events.chunks(ROWS_PER_INSERT) {
-        let mut query = sqlx::query(AssertSqlSafe(insert_sql(chunk.len())));
+        let mut statement = db
+            .prepare_cached(&insert_sql(chunk.len()))
+            .map_err(direct::error)?;
+        let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::with_capacity(chunk.len() * 10);
         for event in chunk {
             version += 1;
             let metadata = serde_json::to_string(&event.metadata).map_err(Error::permanent)?;
-            query = query
-                .bind(event.event_id.to_string())
-                .bind(stream)
-                .bind(request.stream_type.as_str())
-                .bind(version)
-                .bind(event.payload.name.as_str())
-                .bind(i64::from(event.payload.schema_version))
-                .bind(event.payload.codec.tag())
-                .bind(event.payload.bytes.to_vec())
-                .bind(metadata);
-            query = query.bind(recorded_at);
+            values.push(Box::new(event.event_id.to_string()));
+            values.push(Box::new(stream.to_owned()));
+            values.push(Box::new(request.stream_type.clone()));
+            values.push(Box::new(version));
+            values.push(Box::new(event.payload.name.clone()));
+            values.push(Box::new(i64::from(event.payload.schema_version)));
+            values.push(Box::new(event.payload.codec.tag()));
+            values.push(Box::new(event.payload.bytes.to_vec()));
+            values.push(Box::new(metadata));
+            values.push(Box::new(recorded_at));
         }
-        for row in query.fetch_all(&mut **tx).await.map_err(db)? {
-            last_position = last_position.max(row.try_get::<i64, _>(0).map_err(db)?);
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(values))
+            .map_err(direct::error)?;
+        while let Some(row) = rows.next().map_err(direct::error)? {
+            last_position = last_position.max(direct::get::<i64>(row, 0)?);
         }
     }
     Ok(Ok(AppendResult {
@@ -279,19 +373,15 @@ impl EventAppender for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        let request = AppendRequest {
-            stream: stream.clone(),
-            stream_type: stream_type.to_owned(),
-            expected,
-            events,
-        };
-        match &self.inner.group {
-            Some(group) => group.append(request).await,
-            None => {
-                let mut results = self.inner.appender.write(std::slice::from_ref(&request)).await;
-                results.pop().expect("one result per append")
-            }
-        }
+        self.inner
+            .writer
+            .append(AppendRequest {
+                stream: stream.clone(),
+                stream_type: stream_type.to_owned(),
+                expected,
+                events,
+            })
+            .await
     }
 }
 

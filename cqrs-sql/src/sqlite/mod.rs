@@ -8,6 +8,7 @@ mod leases;
 mod processes;
 mod sql;
 mod transport;
+mod writer;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,17 +23,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
-use self::batch::{WriteBatcher, WriteFn};
-use self::events::SqliteAppender;
+use self::batch::WriteFn;
+use self::writer::Writer;
 use crate::error::{corrupt, db};
-use crate::group::GroupCommit;
 use crate::migrate::SQLITE as MIGRATIONS;
-
-/// The most events one group-commit batch takes: what fits one statement.
-const MAX_BATCH_EVENTS: usize = events::MAX_STATEMENT_EVENTS;
-
-/// The most other writes (settles, enqueues, process saves, …) one transaction takes.
-const MAX_BATCH_WRITES: usize = 256;
 
 /// Settings of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -72,8 +66,7 @@ impl SqliteOptions {
     /// so are the other writes (queue settles and enqueues, outbox marks, process saves,
     /// checkpoints), each rolled back alone if it fails.
     ///
-    /// The committer is a task spawned on the tokio runtime that opens the store: use the store
-    /// on that runtime (or keep it running), not from another runtime's `block_on`.
+    /// Off, every append and every write commits on its own.
     #[must_use]
     pub fn group_commit(mut self, on: bool) -> Self {
         self.group_commit = on;
@@ -130,13 +123,10 @@ impl SqliteOptions {
 }
 
 struct Inner {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
     clock: SharedClock,
     appended: Arc<Notify>,
-    appender: SqliteAppender,
-    group: Option<GroupCommit>,
-    batcher: WriteBatcher,
     lease: Duration,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     path: PathBuf,
@@ -144,9 +134,10 @@ struct Inner {
 
 /// Event store, outbox, snapshot store, process store and inbox in one SQLite file.
 ///
-/// Writes go through a single connection (`BEGIN IMMEDIATE`), so they never contend inside
-/// the process and the global position is gap-free; reads use a pool of WAL readers and never
-/// wait for writes. Clones share the pools.
+/// Writes go through a single connection on a thread of its own (`BEGIN IMMEDIATE`,
+/// group-committed), so they never contend inside the process and the global position is
+/// gap-free; reads use a pool of WAL readers and never wait for writes. Clones share the
+/// writer and the readers.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -196,25 +187,24 @@ impl SqliteStore {
             .busy_timeout(options.busy_timeout)
             .pragma("mmap_size", options.mmap_size.to_string())
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(connect.clone())
-            .await
-            .map_err(db)?;
         let appended = Arc::new(Notify::new());
-        let appender = SqliteAppender {
-            writer: writer.clone(),
-            clock: Arc::clone(&options.clock),
-            appended: Arc::clone(&appended),
-        };
-        let group = options
-            .group_commit
-            .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS, 1));
-        let batcher = WriteBatcher::start(
-            writer.clone(),
-            if options.group_commit { MAX_BATCH_WRITES } else { 1 },
-        );
+        let writer = Writer::start(
+            &options.path,
+            writer::Settings {
+                synchronous: match options.synchronous {
+                    SqliteSynchronous::Off => "OFF",
+                    SqliteSynchronous::Normal => "NORMAL",
+                    SqliteSynchronous::Full => "FULL",
+                    SqliteSynchronous::Extra => "EXTRA",
+                },
+                busy_timeout: options.busy_timeout,
+                mmap_size: options.mmap_size,
+                group_commit: options.group_commit,
+                clock: Arc::clone(&options.clock),
+                appended: Arc::clone(&appended),
+            },
+        )
+        .await?;
         let store = Self {
             inner: Arc::new(Inner {
                 reader: SqlitePoolOptions::new()
@@ -225,9 +215,6 @@ impl SqliteStore {
                 writer,
                 clock: options.clock,
                 appended,
-                appender,
-                group,
-                batcher,
                 lease: options.lease,
                 wakers: Mutex::new(HashMap::new()),
                 path: options.path,
@@ -242,33 +229,36 @@ impl SqliteStore {
     /// # Errors
     /// When a migration fails; the ones before it stay applied.
     pub async fn migrate(&self) -> Result<()> {
-        sqlx::query(sql::CREATE_MIGRATIONS)
-            .execute(&self.inner.writer)
-            .await
-            .map_err(db)?;
-        for migration in MIGRATIONS {
-            let mut tx = self
-                .inner
-                .writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(db)?;
-            let applied: Vec<i64> = sqlx::query_scalar(sql::APPLIED_MIGRATIONS)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-            if applied.contains(&migration.version) {
-                continue;
-            }
-            sqlx::raw_sql(migration.sql).execute(&mut *tx).await.map_err(db)?;
-            sqlx::query(sql::RECORD_MIGRATION)
-                .bind(migration.version)
-                .bind(migration.name)
-                .bind(self.now_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)?;
+        let now = self.now_micros();
+        let applied = self
+            .inner
+            .writer
+            .exclusive(move |db| {
+                db.execute(sql::CREATE_MIGRATIONS, []).map_err(direct::error)?;
+                let mut applied = Vec::new();
+                for migration in MIGRATIONS {
+                    let tx = db
+                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                        .map_err(direct::error)?;
+                    let done: bool = tx
+                        .query_row(sql::MIGRATION_APPLIED, [migration.version], |row| row.get(0))
+                        .map_err(direct::error)?;
+                    if done {
+                        continue;
+                    }
+                    tx.execute_batch(migration.sql).map_err(direct::error)?;
+                    tx.execute(
+                        sql::RECORD_MIGRATION,
+                        rusqlite::params![migration.version, migration.name, now],
+                    )
+                    .map_err(direct::error)?;
+                    tx.commit().map_err(direct::error)?;
+                    applied.push(migration);
+                }
+                Ok(applied)
+            })
+            .await?;
+        for migration in applied {
             tracing::info!(
                 version = migration.version,
                 name = migration.name,
@@ -280,17 +270,14 @@ impl SqliteStore {
 
     /// `(batches, appends)` written by group commit so far; `None` when it is off.
     pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
-        self.inner.group.as_ref().map(GroupCommit::stats)
+        self.inner.writer.stats()
     }
 
-    /// Closes the pools; pending operations finish first.
+    /// Closes the writer and the readers; writes already queued finish first. Later
+    /// operations fail transiently.
     pub async fn close(&self) {
         self.inner.writer.close().await;
         self.inner.reader.close().await;
-    }
-
-    fn writer(&self) -> &SqlitePool {
-        &self.inner.writer
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -306,7 +293,7 @@ impl SqliteStore {
     /// Runs `write` on the writer in the next group-committed batch (see [`batch`]); a
     /// write of several `statements` runs in a savepoint of its own.
     async fn write<T: Send + 'static>(&self, statements: usize, write: WriteFn<T>) -> Result<T> {
-        self.inner.batcher.write(statements, write).await
+        self.inner.writer.write(statements, write).await
     }
 
     /// Runs one statement with `params` bound in the next group-committed batch; answers the

@@ -2,7 +2,7 @@
 
 pub(super) const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS cqrs_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)";
-pub(super) const APPLIED_MIGRATIONS: &str = "SELECT version FROM cqrs_migrations ORDER BY version";
+pub(super) const MIGRATION_APPLIED: &str = "SELECT EXISTS (SELECT 1 FROM cqrs_migrations WHERE version = ?)";
 pub(super) const RECORD_MIGRATION: &str =
     "INSERT INTO cqrs_migrations (version, name, applied_at) VALUES (?, ?, ?)";
 

@@ -322,14 +322,9 @@ impl Topics for SqliteStore {
             MessageFilter::All => None,
             MessageFilter::Names(names) => Some(serde_json::to_string(&names).map_err(Error::permanent)?),
         };
-        sqlx::query(sql::SUBSCRIBE)
-            .bind(topic)
-            .bind(subscription)
-            .bind(names)
-            .execute(self.writer())
+        self.execute(sql::SUBSCRIBE, (topic.to_owned(), subscription.to_owned(), names))
             .await
-            .map_err(db)?;
-        Ok(())
+            .map(drop)
     }
 
     async fn publish(&self, topic: &str, envelopes: Vec<Envelope>) -> Result<()> {
