@@ -54,4 +54,9 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "due_messages",
         sql: include_str!("../migrations/sqlite/0004_due_messages.sql"),
     },
+    Migration {
+        version: 5,
+        name: "outbox_without_stream_index",
+        sql: include_str!("../migrations/sqlite/0005_outbox_without_stream_index.sql"),
+    },
 ];

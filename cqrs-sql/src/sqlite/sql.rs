@@ -63,7 +63,19 @@ pub(super) const READ_ALL: &str = concat!(
 pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
      e.name, e.schema_version, e.codec, e.payload, e.metadata, e.recorded_at \
      FROM cqrs_outbox o JOIN cqrs_events e ON e.position = o.position ORDER BY o.position LIMIT ?";
-pub(super) const MARK_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE stream_id = ? AND version <= ?";
+/// Removes a stream's events up to version `?2` from the outbox. A stream's events leave the
+/// outbox oldest first, so those left are the stream's last versions: the walk goes down the
+/// events' (stream_id, version) key from the marked version and stops below the first one no
+/// longer in the outbox, never scanning the outbox itself.
+pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(version, position) AS (
+        SELECT * FROM (SELECT version, position FROM cqrs_events
+                       WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT 1)
+        UNION ALL
+        SELECT e.version, e.position FROM walk w
+        JOIN cqrs_events e ON e.stream_id = ?1 AND e.version = w.version - 1
+        WHERE EXISTS (SELECT 1 FROM cqrs_outbox o WHERE o.position = w.position)
+    )
+    DELETE FROM cqrs_outbox WHERE position IN (SELECT position FROM walk)";
 
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT stream_id, version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = ?";
