@@ -3,7 +3,9 @@
 use cqrs_core::{CheckpointStore, Result};
 use sqlx::SqliteConnection;
 
-use super::{SqliteStore, sql};
+use rusqlite::OptionalExtension;
+
+use super::{SqliteStore, direct, sql};
 use crate::error::db;
 
 impl SqliteStore {
@@ -30,11 +32,13 @@ impl SqliteStore {
 
 impl CheckpointStore for SqliteStore {
     async fn load_checkpoint(&self, subscription: &str) -> Result<Option<u64>> {
-        let position: Option<i64> = sqlx::query_scalar(sql::LOAD_CHECKPOINT)
-            .bind(subscription)
-            .fetch_optional(self.reader())
-            .await
-            .map_err(db)?;
+        let position: Option<i64> = self
+            .read(|db| {
+                db.prepare_cached(sql::LOAD_CHECKPOINT)
+                    .and_then(|mut query| query.query_row([subscription], |row| row.get(0)).optional())
+                    .map_err(direct::error)
+            })
+            .await?;
         Ok(position.map(|p| p as u64))
     }
 

@@ -8,11 +8,10 @@ use cqrs_core::{
     Payload, Result, Snapshot, SnapshotStore, StoredEvent, StreamId,
 };
 use rusqlite::Connection;
-use sqlx::Row;
 
 use super::batch::control;
-use super::{SqliteStore, codec, direct, sql, timestamp};
-use crate::error::{corrupt, db};
+use super::{SqliteStore, direct, sql, timestamp};
+use crate::error::corrupt;
 use crate::group::{self, AppendRequest};
 
 /// Events per INSERT statement: 10 parameters each, well under SQLite's variable limit.
@@ -412,22 +411,21 @@ impl EventOutbox for SqliteStore {
 
 impl SnapshotStore for SqliteStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        let Some(row) = sqlx::query(sql::LOAD_SNAPSHOT)
-            .bind(stream.as_str())
-            .fetch_optional(self.reader())
-            .await
-            .map_err(db)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            stream_id: stream.clone(),
-            version: row.try_get("version").map_err(db)?,
-            schema_version: row.try_get::<i64, _>("schema_version").map_err(db)? as u32,
-            codec: codec(&row, "codec")?,
-            bytes: row.try_get::<Vec<u8>, _>("bytes").map_err(db)?.into(),
-            taken_at: timestamp(row.try_get("taken_at").map_err(db)?)?,
-        }))
+        let found = self
+            .read(|db| {
+                direct::query(db, sql::LOAD_SNAPSHOT, [stream.as_str()], |row| {
+                    Ok(Snapshot {
+                        stream_id: stream.clone(),
+                        version: direct::get(row, "version")?,
+                        schema_version: direct::get::<i64>(row, "schema_version")? as u32,
+                        codec: direct::codec(row, "codec")?,
+                        bytes: direct::get::<Vec<u8>>(row, "bytes")?.into(),
+                        taken_at: timestamp(direct::get(row, "taken_at")?)?,
+                    })
+                })
+            })
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {

@@ -6,6 +6,7 @@ mod direct;
 mod events;
 mod leases;
 mod processes;
+mod readers;
 mod sql;
 mod transport;
 mod writer;
@@ -18,12 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_core::chrono::{DateTime, Utc};
-use cqrs_core::{Codec, Result, SharedClock, SystemClock};
+use cqrs_core::{Result, SharedClock, SystemClock};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 
 use self::batch::WriteFn;
+use self::readers::Readers;
 use self::writer::Writer;
 use crate::error::{corrupt, db};
 use crate::migrate::SQLITE as MIGRATIONS;
@@ -97,7 +99,8 @@ impl SqliteOptions {
         self
     }
 
-    /// The number of reader connections.
+    /// The number of reader connections (default 4): as many `rusqlite` readers for the hot
+    /// reads, and as many in the sqlx pool the rarer reads use.
     #[must_use]
     pub fn readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
@@ -125,6 +128,7 @@ impl SqliteOptions {
 struct Inner {
     writer: Writer,
     reader: SqlitePool,
+    readers: Readers,
     clock: SharedClock,
     appended: Arc<Notify>,
     lease: Duration,
@@ -213,6 +217,12 @@ impl SqliteStore {
                     .await
                     .map_err(db)?,
                 writer,
+                readers: Readers::new(
+                    options.path.clone(),
+                    options.readers,
+                    options.busy_timeout,
+                    options.mmap_size,
+                ),
                 clock: options.clock,
                 appended,
                 lease: options.lease,
@@ -277,6 +287,7 @@ impl SqliteStore {
     /// operations fail transiently.
     pub async fn close(&self) {
         self.inner.writer.close().await;
+        self.inner.readers.close();
         self.inner.reader.close().await;
     }
 
@@ -284,10 +295,9 @@ impl SqliteStore {
         &self.inner.reader
     }
 
-    /// Runs `work` on a reader connection, on the direct path (see [`direct`]).
+    /// Runs `work` on one of the event log's readers (see [`readers`]).
     async fn read<T>(&self, work: impl FnOnce(&rusqlite::Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self.reader().acquire().await.map_err(db)?;
-        direct::run(&mut conn, work).await
+        self.inner.readers.read(work).await
     }
 
     /// Runs `write` on the writer in the next group-committed batch (see [`batch`]); a
@@ -343,11 +353,6 @@ impl SqliteStore {
     fn now_micros(&self) -> i64 {
         self.now().timestamp_micros()
     }
-}
-
-fn codec(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Codec> {
-    let tag: String = row.try_get(column).map_err(db)?;
-    tag.parse().map_err(|e| corrupt("codec tag", e))
 }
 
 fn timestamp(micros: i64) -> Result<DateTime<Utc>> {

@@ -7,72 +7,69 @@ use cqrs_core::{
     process_conflict,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 
-use super::{SqliteStore, codec, direct, sql, timestamp};
+use super::{SqliteStore, direct, sql, timestamp};
 use crate::error::{corrupt, db};
 
-fn record(row: &SqliteRow) -> Result<ProcessRecord> {
-    let id: String = row.try_get("id").map_err(db)?;
+fn record(row: &rusqlite::Row<'_>) -> Result<ProcessRecord> {
+    let id: String = direct::get(row, "id")?;
     Ok(ProcessRecord {
-        process_type: row.try_get("process_type").map_err(db)?,
+        process_type: direct::get(row, "process_type")?,
         id: Uuid::parse_str(&id).map_err(|e| corrupt("process id", e))?,
-        version: row.try_get("version").map_err(db)?,
-        completed: row.try_get("completed").map_err(db)?,
-        key: row.try_get("key").map_err(db)?,
-        codec: codec(row, "codec")?,
-        schema_version: row.try_get::<i64, _>("schema_version").map_err(db)? as u32,
-        state: row.try_get::<Vec<u8>, _>("state").map_err(db)?.into(),
+        version: direct::get(row, "version")?,
+        completed: direct::get(row, "completed")?,
+        key: direct::get(row, "key")?,
+        codec: direct::codec(row, "codec")?,
+        schema_version: direct::get::<i64>(row, "schema_version")? as u32,
+        state: direct::get::<Vec<u8>>(row, "state")?.into(),
     })
 }
 
-fn command(row: &SqliteRow) -> Result<StoredCommand> {
-    let metadata: String = row.try_get("metadata").map_err(db)?;
+fn command(row: &rusqlite::Row<'_>) -> Result<StoredCommand> {
+    let metadata: String = direct::get(row, "metadata")?;
     Ok(StoredCommand {
-        message_id: row.try_get("message_id").map_err(db)?,
+        message_id: direct::get(row, "message_id")?,
         payload: Payload {
-            name: row.try_get("name").map_err(db)?,
-            schema_version: row.try_get::<i64, _>("schema_version").map_err(db)? as u32,
-            codec: codec(row, "codec")?,
-            bytes: row.try_get::<Vec<u8>, _>("payload").map_err(db)?.into(),
+            name: direct::get(row, "name")?,
+            schema_version: direct::get::<i64>(row, "schema_version")? as u32,
+            codec: direct::codec(row, "codec")?,
+            bytes: direct::get::<Vec<u8>>(row, "payload")?.into(),
         },
         metadata: serde_json::from_str::<Metadata>(&metadata).map_err(|e| corrupt("command metadata", e))?,
-        stored_at: timestamp(row.try_get("stored_at").map_err(db)?)?,
+        stored_at: timestamp(direct::get(row, "stored_at")?)?,
     })
 }
 
 impl SqliteStore {
-    /// The record in `row` with its pending commands, read in the same read transaction.
-    async fn with_commands(
-        tx: &mut Transaction<'static, Sqlite>,
-        row: Option<SqliteRow>,
+    /// The process `query` finds with `params`, and its pending commands, read in one read
+    /// transaction.
+    async fn load_process(
+        &self,
+        query: &'static str,
+        params: impl rusqlite::Params,
     ) -> Result<Option<LoadedProcess>> {
-        let Some(row) = row else { return Ok(None) };
-        let record = record(&row)?;
-        let pending = sqlx::query(sql::PROCESS_COMMANDS)
-            .bind(record.process_type.as_str())
-            .bind(record.id.to_string())
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(command)
-            .collect::<Result<_>>()?;
-        Ok(Some(LoadedProcess { record, pending }))
+        self.read(|db| {
+            let tx = db.unchecked_transaction().map_err(direct::error)?;
+            let Some(record) = direct::query(&tx, query, params, record)?.pop() else {
+                return Ok(None);
+            };
+            let pending = direct::query(
+                &tx,
+                sql::PROCESS_COMMANDS,
+                (record.process_type.as_str(), record.id.to_string()),
+                command,
+            )?;
+            Ok(Some(LoadedProcess { record, pending }))
+        })
+        .await
     }
 }
 
 impl ProcessStore for SqliteStore {
     async fn load(&self, process_type: &str, id: Uuid) -> Result<Option<LoadedProcess>> {
-        let mut tx = self.reader().begin().await.map_err(db)?;
-        let row = sqlx::query(sql::LOAD_PROCESS)
-            .bind(process_type)
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        self.load_process(sql::LOAD_PROCESS, (process_type, id.to_string()))
             .await
-            .map_err(db)?;
-        Self::with_commands(&mut tx, row).await
     }
 
     async fn find_by_key(
@@ -81,15 +78,8 @@ impl ProcessStore for SqliteStore {
         key: &str,
         include_completed: bool,
     ) -> Result<Option<LoadedProcess>> {
-        let mut tx = self.reader().begin().await.map_err(db)?;
-        let row = sqlx::query(sql::FIND_PROCESS_BY_KEY)
-            .bind(process_type)
-            .bind(key)
-            .bind(include_completed)
-            .fetch_optional(&mut *tx)
+        self.load_process(sql::FIND_PROCESS_BY_KEY, (process_type, key, include_completed))
             .await
-            .map_err(db)?;
-        Self::with_commands(&mut tx, row).await
     }
 
     async fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> Result<i64> {
@@ -248,12 +238,12 @@ impl SqliteStore {
 
 impl InboxStore for SqliteStore {
     async fn is_processed(&self, handler: &str, message_id: &str) -> Result<bool> {
-        sqlx::query_scalar(sql::INBOX_CONTAINS)
-            .bind(handler)
-            .bind(message_id)
-            .fetch_one(self.reader())
-            .await
-            .map_err(db)
+        self.read(|db| {
+            db.prepare_cached(sql::INBOX_CONTAINS)
+                .and_then(|mut query| query.query_row((handler, message_id), |row| row.get(0)))
+                .map_err(direct::error)
+        })
+        .await
     }
 
     async fn mark_processed(&self, handler: &str, message_id: &str) -> Result<()> {
