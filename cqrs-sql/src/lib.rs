@@ -4,7 +4,7 @@
 //!
 //! | feature | type | what it is |
 //! |---|---|---|
-//! | `sqlite` (default) | `SqliteStore` | the embedded default: one file, WAL, one writer connection on a thread of its own (`BEGIN IMMEDIATE`, group commit), a pool of readers |
+//! | `sqlite` (default) | `SqliteStore`, `SqliteReaders` | the embedded default: one file, WAL, one writer connection on a thread of its own (`BEGIN IMMEDIATE`, group commit), readers used on the calling thread; `SqliteReaders` offers the same readers for an application's own SQLite files |
 //! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; LISTEN/NOTIFY wake-ups |
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:
@@ -61,4 +61,7 @@ mod sqlite;
 #[cfg(feature = "postgres")]
 pub use crate::postgres::{PgOptions, PgStore};
 #[cfg(feature = "sqlite")]
-pub use crate::sqlite::{SqliteOptions, SqliteStore};
+pub use crate::sqlite::{SqliteOptions, SqliteReaders, SqliteStore, sqlite_error};
+/// The `rusqlite` that [`SqliteReaders`] hands its connections out as (it shares sqlx's SQLite).
+#[cfg(feature = "sqlite")]
+pub use rusqlite;

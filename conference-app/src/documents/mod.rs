@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cqrs_core::{CheckpointStore, Envelope, Error, ExpectedVersion, MessageHandler, Result};
+use cqrs_sql::rusqlite::OptionalExtension;
+use cqrs_sql::{SqliteReaders, sqlite_error};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row as _;
@@ -39,10 +41,16 @@ use changes::Changes;
 /// On SQLite, writes go through one connection of their own: the projections' commits then
 /// queue in the process instead of colliding on SQLite's write lock, where a loser sleeps in
 /// the busy handler for milliseconds at a time. Reads use a pool and never wait for writes
-/// (WAL).
+/// (WAL); the reads of the hot paths (a document, an index lookup, a checkpoint) use `rusqlite`
+/// readers on the calling thread (`direct`), sparing each read two thread hand-offs to and from
+/// a sqlx worker thread.
 #[derive(Debug, Clone)]
 enum Db {
-    Sqlite { readers: SqlitePool, writer: SqlitePool },
+    Sqlite {
+        readers: SqlitePool,
+        writer: SqlitePool,
+        direct: Arc<SqliteReaders>,
+    },
     Postgres(PgPool),
 }
 
@@ -277,6 +285,16 @@ pub struct Documents {
     announce: Option<Arc<str>>,
 }
 
+/// The document in the columns `doc, ix1, ix2` from column `first` on, as a `rusqlite` reader
+/// reads them.
+fn sqlite_row(row: &cqrs_sql::rusqlite::Row<'_>, first: usize) -> cqrs_sql::rusqlite::Result<Row> {
+    Ok(Row {
+        doc: row.get(first)?,
+        ix1: row.get(first + 1)?,
+        ix2: row.get(first + 2)?,
+    })
+}
+
 /// The name a model's generation is stored under.
 pub fn physical_name(model: &str, generation: i64) -> String {
     if generation == 0 {
@@ -323,7 +341,13 @@ impl Documents {
             .connect_with(options)
             .await
             .map_err(db_error)?;
-        Self::create(Db::Sqlite { readers, writer }).await
+        let direct = Arc::new(SqliteReaders::new(path, 4).busy_timeout(Duration::from_secs(10)));
+        Self::create(Db::Sqlite {
+            readers,
+            writer,
+            direct,
+        })
+        .await
     }
 
     /// The documents in the PostgreSQL database at `url`, in `schema`.
@@ -547,13 +571,31 @@ impl Documents {
         if let Some(pending) = self.overlay().and_then(|o| o.get(&id).cloned()) {
             return pending.map(|row| row.decode()).transpose();
         }
-        let row = on_pool!(&self.db, pool => sqlx::query(GET)
-            .bind(&model)
-            .bind(key)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?
-            .map(|r| Row { doc: r.get(0), ix1: r.get(1), ix2: r.get(2) }));
+        let row = match &self.db {
+            Db::Sqlite { direct, .. } => {
+                direct
+                    .read(|db| {
+                        db.prepare_cached(GET)
+                            .and_then(|mut get| {
+                                get.query_row((model.as_str(), key), |r| sqlite_row(r, 0))
+                                    .optional()
+                            })
+                            .map_err(sqlite_error)
+                    })
+                    .await?
+            }
+            Db::Postgres(pool) => sqlx::query(GET)
+                .bind(&model)
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_error)?
+                .map(|r| Row {
+                    doc: r.get(0),
+                    ix1: r.get(1),
+                    ix2: r.get(2),
+                }),
+        };
         row.map(|row| row.decode()).transpose()
     }
 
@@ -567,15 +609,36 @@ impl Documents {
             Index::One => FIND_IX1,
             Index::Two => FIND_IX2,
         };
-        let stored: Vec<(String, Row)> = on_pool!(&self.db, pool => sqlx::query(sql)
-            .bind(&model)
-            .bind(value)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|r| (r.get(0), Row { doc: r.get(1), ix1: r.get(2), ix2: r.get(3) }))
-            .collect());
+        let stored: Vec<(String, Row)> = match &self.db {
+            Db::Sqlite { direct, .. } => {
+                direct
+                    .read(|db| {
+                        let mut find = db.prepare_cached(sql).map_err(sqlite_error)?;
+                        find.query_map((model.as_str(), value), |r| Ok((r.get(0)?, sqlite_row(r, 1)?)))
+                            .and_then(Iterator::collect)
+                            .map_err(sqlite_error)
+                    })
+                    .await?
+            }
+            Db::Postgres(pool) => sqlx::query(sql)
+                .bind(&model)
+                .bind(value)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        Row {
+                            doc: r.get(1),
+                            ix1: r.get(2),
+                            ix2: r.get(3),
+                        },
+                    )
+                })
+                .collect(),
+        };
         let mut rows: std::collections::BTreeMap<String, Row> = stored.into_iter().collect();
         if let Some(overlay) = self.overlay() {
             for writes in [&overlay.committed, &overlay.current] {
@@ -715,11 +778,22 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
-        let position: Option<i64> = on_pool!(&self.db, pool => sqlx::query_scalar(LOAD_CHECKPOINT)
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .map_err(db_error)?);
+        let position: Option<i64> = match &self.db {
+            Db::Sqlite { direct, .. } => {
+                direct
+                    .read(|db| {
+                        db.prepare_cached(LOAD_CHECKPOINT)
+                            .and_then(|mut load| load.query_row([name], |r| r.get(0)).optional())
+                            .map_err(sqlite_error)
+                    })
+                    .await?
+            }
+            Db::Postgres(pool) => sqlx::query_scalar(LOAD_CHECKPOINT)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_error)?,
+        };
         position
             .map(|p| u64::try_from(p).map_err(Error::permanent))
             .transpose()

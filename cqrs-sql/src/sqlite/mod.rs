@@ -25,7 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::Notify;
 
 use self::batch::WriteFn;
-use self::readers::Readers;
+pub use self::readers::{SqliteReaders, sqlite_error};
 use self::writer::Writer;
 use crate::error::{corrupt, db};
 use crate::migrate::SQLITE as MIGRATIONS;
@@ -128,7 +128,7 @@ impl SqliteOptions {
 struct Inner {
     writer: Writer,
     reader: SqlitePool,
-    readers: Readers,
+    readers: SqliteReaders,
     clock: SharedClock,
     appended: Arc<Notify>,
     lease: Duration,
@@ -217,12 +217,9 @@ impl SqliteStore {
                     .await
                     .map_err(db)?,
                 writer,
-                readers: Readers::new(
-                    options.path.clone(),
-                    options.readers,
-                    options.busy_timeout,
-                    options.mmap_size,
-                ),
+                readers: SqliteReaders::new(&options.path, options.readers)
+                    .busy_timeout(options.busy_timeout)
+                    .mmap_size(options.mmap_size),
                 clock: options.clock,
                 appended,
                 lease: options.lease,
