@@ -295,6 +295,15 @@ fn sqlite_row(row: &cqrs_sql::rusqlite::Row<'_>, first: usize) -> cqrs_sql::rusq
     })
 }
 
+/// As [`sqlite_row`], from a PostgreSQL row.
+fn pg_row(row: &sqlx::postgres::PgRow, first: usize) -> Row {
+    Row {
+        doc: row.get(first),
+        ix1: row.get(first + 1),
+        ix2: row.get(first + 2),
+    }
+}
+
 /// The name a model's generation is stored under.
 pub fn physical_name(model: &str, generation: i64) -> String {
     if generation == 0 {
@@ -590,11 +599,7 @@ impl Documents {
                 .fetch_optional(pool)
                 .await
                 .map_err(db_error)?
-                .map(|r| Row {
-                    doc: r.get(0),
-                    ix1: r.get(1),
-                    ix2: r.get(2),
-                }),
+                .map(|r| pg_row(&r, 0)),
         };
         row.map(|row| row.decode()).transpose()
     }
@@ -626,17 +631,8 @@ impl Documents {
                 .fetch_all(pool)
                 .await
                 .map_err(db_error)?
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.get(0),
-                        Row {
-                            doc: r.get(1),
-                            ix1: r.get(2),
-                            ix2: r.get(3),
-                        },
-                    )
-                })
+                .iter()
+                .map(|r| (r.get(0), pg_row(r, 1)))
                 .collect(),
         };
         let mut rows: std::collections::BTreeMap<String, Row> = stored.into_iter().collect();
