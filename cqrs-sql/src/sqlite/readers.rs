@@ -85,14 +85,14 @@ impl SqliteReaders {
     /// Runs `work` on a reader, on the calling thread; waits for one to be free.
     ///
     /// # Errors
-    /// `work`'s error; a transient one when the file cannot be opened while busy, or once
-    /// [`close`](Self::close) was called.
+    /// `work`'s error; an error when the file cannot be opened (transient when it is busy);
+    /// a transient one once [`close`](Self::close) was called.
     pub async fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|_| Error::transient("the SQLite store is closed"))?;
+            .map_err(|_| Error::transient("the SQLite readers are closed"))?;
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (db, result) = direct::blocking(|| {
             let db = match idle {
@@ -100,6 +100,10 @@ impl SqliteReaders {
                 None => self.open()?,
             };
             let result = work(&db);
+            if !db.is_autocommit() {
+                // A transaction `work` left open would pin later reads to its snapshot.
+                let _ = db.execute_batch("ROLLBACK");
+            }
             Ok::<_, Error>((db, result))
         })?;
         if !self.permits.is_closed() {
