@@ -127,3 +127,39 @@ impl SqliteReaders {
         Ok(db)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_that_leaves_a_transaction_open_does_not_pin_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pinned.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let readers = SqliteReaders::new(&path, 1);
+        let count = |db: &Connection| -> Result<i64> {
+            db.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+                .map_err(sqlite_error)
+        };
+        let first = readers
+            .read(|db| {
+                db.execute_batch("BEGIN").map_err(sqlite_error)?;
+                count(db)
+            })
+            .await
+            .unwrap();
+        assert_eq!(first, 1);
+        writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        assert_eq!(
+            readers.read(count).await.unwrap(),
+            2,
+            "the same connection, a fresh snapshot"
+        );
+        readers.close();
+        assert!(readers.read(count).await.unwrap_err().is_transient());
+    }
+}
