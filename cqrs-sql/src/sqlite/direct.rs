@@ -19,9 +19,10 @@ pub(super) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Classifies a `rusqlite` failure like [`crate::error::db`] classifies sqlx's: a busy or locked database
-/// is transient, the rest permanent.
-pub(super) fn error(error: rusqlite::Error) -> Error {
+/// Classifies a `rusqlite` failure like [`crate::error::db`] classifies sqlx's: a busy or
+/// locked database is transient (worth a retry), the rest permanent. Public as
+/// `cqrs_sql::sqlite_error`, for the work given to [`SqliteReaders::read`](super::SqliteReaders::read).
+pub fn error(error: rusqlite::Error) -> Error {
     match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::transient(error),
         _ => Error::permanent(error),

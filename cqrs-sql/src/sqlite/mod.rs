@@ -14,27 +14,26 @@ mod writer;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_core::chrono::{DateTime, Utc};
 use cqrs_core::{Result, SharedClock, SystemClock};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::Notify;
 
 use self::batch::WriteFn;
-pub use self::readers::{SqliteReaders, sqlite_error};
+pub use self::direct::error as sqlite_error;
+pub use self::readers::SqliteReaders;
 use self::writer::Writer;
-use crate::error::{corrupt, db};
+use crate::error::corrupt;
 use crate::migrate::SQLITE as MIGRATIONS;
 
 /// Settings of a [`SqliteStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     path: PathBuf,
-    synchronous: SqliteSynchronous,
+    /// `PRAGMA synchronous` of the writer.
+    synchronous: &'static str,
     busy_timeout: Duration,
     readers: u32,
     group_commit: bool,
@@ -53,7 +52,7 @@ impl SqliteOptions {
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_owned(),
-            synchronous: SqliteSynchronous::Full,
+            synchronous: "FULL",
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             group_commit: true,
@@ -79,7 +78,7 @@ impl SqliteOptions {
     /// still survives a crash of the process, not of the machine.
     #[must_use]
     pub fn relaxed_durability(mut self) -> Self {
-        self.synchronous = SqliteSynchronous::Normal;
+        self.synchronous = "NORMAL";
         self
     }
 
@@ -99,8 +98,7 @@ impl SqliteOptions {
         self
     }
 
-    /// The number of reader connections (default 4): as many `rusqlite` readers for the hot
-    /// reads, and as many in the sqlx pool the rarer reads use.
+    /// The number of reader connections (default 4).
     #[must_use]
     pub fn readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
@@ -127,7 +125,6 @@ impl SqliteOptions {
 
 struct Inner {
     writer: Writer,
-    reader: SqlitePool,
     readers: SqliteReaders,
     clock: SharedClock,
     appended: Arc<Notify>,
@@ -183,24 +180,11 @@ impl SqliteStore {
     /// # Errors
     /// As [`open`](Self::open).
     pub async fn open_with(options: SqliteOptions) -> Result<Self> {
-        let connect = SqliteConnectOptions::from_str(&format!("sqlite://{}", options.path.display()))
-            .map_err(db)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(options.synchronous)
-            .busy_timeout(options.busy_timeout)
-            .pragma("mmap_size", options.mmap_size.to_string())
-            .foreign_keys(true);
         let appended = Arc::new(Notify::new());
         let writer = Writer::start(
             &options.path,
             writer::Settings {
-                synchronous: match options.synchronous {
-                    SqliteSynchronous::Off => "OFF",
-                    SqliteSynchronous::Normal => "NORMAL",
-                    SqliteSynchronous::Full => "FULL",
-                    SqliteSynchronous::Extra => "EXTRA",
-                },
+                synchronous: options.synchronous,
                 busy_timeout: options.busy_timeout,
                 mmap_size: options.mmap_size,
                 group_commit: options.group_commit,
@@ -211,11 +195,6 @@ impl SqliteStore {
         .await?;
         let store = Self {
             inner: Arc::new(Inner {
-                reader: SqlitePoolOptions::new()
-                    .max_connections(options.readers)
-                    .connect_with(connect.read_only(true))
-                    .await
-                    .map_err(db)?,
                 writer,
                 readers: SqliteReaders::new(&options.path, options.readers)
                     .busy_timeout(options.busy_timeout)
@@ -285,14 +264,9 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.inner.writer.close().await;
         self.inner.readers.close();
-        self.inner.reader.close().await;
     }
 
-    fn reader(&self) -> &SqlitePool {
-        &self.inner.reader
-    }
-
-    /// Runs `work` on one of the event log's readers (see [`readers`]).
+    /// Runs `work` on one of the store's readers (see [`readers`]).
     async fn read<T>(&self, work: impl FnOnce(&rusqlite::Connection) -> Result<T>) -> Result<T> {
         self.inner.readers.read(work).await
     }

@@ -7,7 +7,6 @@ use cqrs_core::{
     process_conflict,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use sqlx::Row;
 
 use super::{SqliteStore, direct, sql, timestamp};
 use crate::error::{corrupt, db};
@@ -118,21 +117,17 @@ impl ProcessStore for SqliteStore {
     }
 
     async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {
-        sqlx::query(sql::PROCESSES_WITH_PENDING)
-            .bind(stored_before.timestamp_micros())
-            .bind(limit as i64)
-            .fetch_all(self.reader())
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|row| {
-                let id: String = row.try_get("id").map_err(db)?;
+        let params = (stored_before.timestamp_micros(), limit as i64);
+        self.read(|db| {
+            direct::query(db, sql::PROCESSES_WITH_PENDING, params, |row| {
+                let id: String = direct::get(row, "id")?;
                 Ok((
-                    row.try_get("process_type").map_err(db)?,
+                    direct::get(row, "process_type")?,
                     Uuid::parse_str(&id).map_err(|e| corrupt("process id", e))?,
                 ))
             })
-            .collect()
+        })
+        .await
     }
 }
 

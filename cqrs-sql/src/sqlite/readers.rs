@@ -17,12 +17,6 @@ use tokio::sync::Semaphore;
 
 use super::direct;
 
-/// Classifies a `rusqlite` failure: a busy or locked database is transient (worth a retry),
-/// the rest permanent. For the work given to [`SqliteReaders::read`].
-pub fn sqlite_error(error: rusqlite::Error) -> Error {
-    direct::error(error)
-}
-
 /// A pool of read-only connections to one SQLite file, opened when first needed and kept, each
 /// used on the calling thread: inside `block_in_place` on a multi-thread tokio runtime (a read
 /// may wait for the disk, or take long on many rows), inline on a current-thread one. No
@@ -131,6 +125,7 @@ impl SqliteReaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite_error;
 
     #[tokio::test]
     async fn a_read_that_leaves_a_transaction_open_does_not_pin_the_next_one() {

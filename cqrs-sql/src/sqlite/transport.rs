@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::direct::{self, get};
 use super::{SqliteStore, sql, timestamp};
-use crate::error::{corrupt, db};
+use crate::error::corrupt;
 
 /// Messages per INSERT statement: 11 parameters each.
 const ROWS_PER_INSERT: usize = 500;
@@ -350,21 +350,22 @@ impl Topics for SqliteStore {
 
 impl QueueDepths for SqliteStore {
     async fn queue_depths(&self) -> Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(sql::QUEUE_DEPTHS)
-            .fetch_all(self.reader())
-            .await
-            .map_err(db)?;
-        Ok(rows
-            .into_iter()
-            .map(|(queue, n)| (queue, n.max(0) as u64))
-            .collect())
+        self.read(|db| {
+            direct::query(db, sql::QUEUE_DEPTHS, [], |row| {
+                Ok((direct::get(row, 0)?, direct::get::<i64>(row, 1)?.max(0) as u64))
+            })
+        })
+        .await
     }
 
     async fn dead_letter_count(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar(sql::DEAD_LETTER_COUNT)
-            .fetch_one(self.reader())
-            .await
-            .map_err(db)?;
+        let count: i64 = self
+            .read(|db| {
+                db.prepare_cached(sql::DEAD_LETTER_COUNT)
+                    .and_then(|mut count| count.query_row([], |row| row.get(0)))
+                    .map_err(direct::error)
+            })
+            .await?;
         Ok(count.max(0) as u64)
     }
 }
