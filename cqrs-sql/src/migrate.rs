@@ -30,6 +30,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "due_messages",
         sql: include_str!("../migrations/postgres/0004_due_messages.sql"),
     },
+    Migration {
+        version: 5,
+        name: "outbox_without_stream_index",
+        sql: include_str!("../migrations/postgres/0005_outbox_without_stream_index.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

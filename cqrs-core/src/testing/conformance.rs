@@ -271,16 +271,15 @@ pub async fn concurrent_appends<S: EventStore>(store: &S) {
             assert_eq!(outcome.as_ref().unwrap().last_version, 2, "append {i}");
         }
     }
-    for (i, stream) in streams.iter().enumerate() {
-        let versions: Vec<i64> = store
-            .load(stream, 0)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.version)
-            .collect();
+    for (i, (stream, outcome)) in streams.iter().zip(&outcomes).enumerate() {
+        let loaded = store.load(stream, 0).await.unwrap();
+        let versions: Vec<i64> = loaded.iter().map(|e| e.version).collect();
         let expected: &[i64] = if i == 17 { &[0] } else { &[0, 1, 2] };
         assert_eq!(versions, expected, "stream {i}");
+        if let Ok(written) = outcome {
+            // Positions are the store's own: each answer names its last event's.
+            assert_eq!(written.last_position, loaded[2].position, "stream {i}");
+        }
     }
 }
 

@@ -88,6 +88,7 @@ impl PgAppender {
             Vec::with_capacity(total),
             Vec::with_capacity(total),
             Vec::with_capacity(total),
+            Vec::with_capacity(total),
         );
         for (idx, request) in batch.iter().enumerate() {
             let idx = idx as i32;
@@ -98,16 +99,17 @@ impl PgAppender {
                 ExpectedVersion::Any => None,
                 ExpectedVersion::Exact(v) => Some(v),
             });
-            for event in &request.events {
+            for (n, event) in (1..).zip(&request.events) {
                 events.0.push(idx);
-                events.1.push(event.event_id);
-                events.2.push(event.payload.name.as_str());
-                events.3.push(event.payload.schema_version as i32);
-                events.4.push(event.payload.codec.tag());
-                events.5.push(event.payload.bytes.as_ref());
+                events.1.push(n as i64);
+                events.2.push(event.event_id);
+                events.3.push(event.payload.name.as_str());
+                events.4.push(event.payload.schema_version as i32);
+                events.5.push(event.payload.codec.tag());
+                events.6.push(event.payload.bytes.as_ref());
                 // Optional strings and a string map: serializing cannot fail.
                 events
-                    .6
+                    .7
                     .push(serde_json::to_string(&event.metadata).unwrap_or_default());
             }
         }
@@ -123,6 +125,7 @@ impl PgAppender {
             .bind(&events.4)
             .bind(&events.5)
             .bind(&events.6)
+            .bind(&events.7)
             .bind(self.clock.now())
             .fetch_all(&self.pool)
             .await?;
@@ -130,25 +133,31 @@ impl PgAppender {
             self.appended.notify_one();
             self.notifier.notify(sql::CHANNEL, "");
         }
+        // An event's position is the transaction's id shifted left by 20 bits plus the event's
+        // ordinal in the batch (from 1, over every append's events, passed or not).
+        let mut ordinal = 0;
         let mut results = Vec::with_capacity(batch.len());
         for (row, request) in rows.iter().zip(batch) {
             let actual: i64 = row.try_get("actual")?;
-            let last_position: Option<i64> = row.try_get("last_position")?;
-            let last_version: Option<i64> = row.try_get("last_version")?;
-            results.push(match (last_position, last_version) {
-                (Some(position), Some(version)) => Ok(AppendResult {
-                    last_version: version,
-                    last_position: position as u64,
-                }),
-                _ if request.expected.matches(actual) => Ok(AppendResult {
-                    last_version: actual,
-                    last_position: 0,
-                }),
-                _ => Err(Error::Conflict {
+            let xact: i64 = row.try_get("xact")?;
+            let count = request.events.len();
+            ordinal += count as i64;
+            results.push(if !request.expected.matches(actual) {
+                Err(Error::Conflict {
                     stream: request.stream.to_string(),
                     expected: request.expected,
                     actual,
-                }),
+                })
+            } else if count == 0 {
+                Ok(AppendResult {
+                    last_version: actual,
+                    last_position: 0,
+                })
+            } else {
+                Ok(AppendResult {
+                    last_version: actual + count as i64,
+                    last_position: ((xact << 20) + ordinal) as u64,
+                })
             });
         }
         Ok(results)
@@ -238,13 +247,7 @@ impl EventOutbox for PgStore {
     }
 
     async fn mark_published(&self, stream: &StreamId, version: i64) -> Result<()> {
-        sqlx::query(sql::MARK_PUBLISHED)
-            .bind(stream.as_str())
-            .bind(version)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.mark_published_many(&[(stream.clone(), version)]).await
     }
 
     /// One statement, whatever the number of streams.
@@ -256,7 +259,7 @@ impl EventOutbox for PgStore {
             .iter()
             .map(|(stream, version)| (stream.as_str(), *version))
             .unzip();
-        sqlx::query(sql::MARK_PUBLISHED_MANY)
+        sqlx::query(sql::MARK_PUBLISHED)
             .bind(streams)
             .bind(versions)
             .execute(self.pool())

@@ -12,8 +12,11 @@ pub(super) const CHANNEL: &str = "cqrs_appended";
 
 /// One statement per batch of appends to distinct streams (a single append is a batch of
 /// one): each append's expected version is checked (NULL: any), and the events of the appends
-/// that pass are inserted with their outbox rows. One row per append: its index, the stream's
-/// version before, and what was written (NULL if nothing).
+/// that pass are inserted with their outbox rows. The caller gives each event its append's index
+/// and its place in that append (1, 2, …), so nothing is sorted or numbered here. One row per
+/// append: its index and the stream's version before; and the transaction's id, from which
+/// the caller derives the positions (the id shifted left by 20 bits, plus the event's ordinal
+/// in the batch).
 ///
 /// No NOTIFY here: a notifying transaction takes a cluster-wide lock at commit, which would
 /// serialize concurrent appends (flushes included). The notification is sent apart, coalesced.
@@ -21,27 +24,23 @@ pub(super) const APPEND_BATCH: &str = "WITH appends AS (
         SELECT a.idx, a.stream_id, a.stream_type, a.expected,
                (SELECT COALESCE(MAX(ev.version), -1) FROM cqrs_events ev WHERE ev.stream_id = a.stream_id) AS v
         FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::int8[]) AS a(idx, stream_id, stream_type, expected)
-    ), ok AS (
-        SELECT * FROM appends WHERE expected IS NULL OR v = expected
-    ), input AS (
-        SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.append_idx ORDER BY e.ord) AS n
-        FROM UNNEST($5::int4[], $6::uuid[], $7::text[], $8::int4[], $9::text[], $10::bytea[], $11::text[])
-             WITH ORDINALITY AS e(append_idx, event_id, name, schema_version, codec, payload, metadata, ord)
+    ), new AS (
+        SELECT (pg_current_xact_id()::text::bigint << 20) + e.ord AS position, e.event_id, a.stream_id,
+               a.stream_type, a.v + e.n AS version, e.name, e.schema_version, e.codec, e.payload, e.metadata
+        FROM UNNEST($5::int4[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::text[], $11::bytea[], $12::text[])
+             WITH ORDINALITY AS e(append_idx, n, event_id, name, schema_version, codec, payload, metadata, ord)
+        JOIN appends a ON a.idx = e.append_idx
+        WHERE a.expected IS NULL OR a.v = a.expected
     ), ins AS (
         INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name,
                                  schema_version, codec, payload, metadata, recorded_at)
-        SELECT (pg_current_xact_id()::text::bigint << 20) + e.ord, e.event_id, ok.stream_id, ok.stream_type,
-               ok.v + e.n, e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $12
-        FROM input e JOIN ok ON ok.idx = e.append_idx
-        ORDER BY e.ord
-        RETURNING position, stream_id, version
+        SELECT position, event_id, stream_id, stream_type, version, name, schema_version, codec, payload,
+               metadata::jsonb, $13
+        FROM new
     ), outbox AS (
-        INSERT INTO cqrs_outbox (position, stream_id, version) SELECT position, stream_id, version FROM ins
+        INSERT INTO cqrs_outbox (position, stream_id, version) SELECT position, stream_id, version FROM new
     )
-    SELECT a.idx, a.v AS actual, MAX(i.position) AS last_position, MAX(i.version) AS last_version
-    FROM appends a LEFT JOIN ins i ON i.stream_id = a.stream_id
-    GROUP BY a.idx, a.v
-    ORDER BY a.idx";
+    SELECT idx, v AS actual, pg_current_xact_id()::text::bigint AS xact FROM appends ORDER BY idx";
 
 pub(super) const STREAM_VERSION: &str =
     "SELECT COALESCE(MAX(version), -1) FROM cqrs_events WHERE stream_id = $1";
@@ -82,11 +81,22 @@ pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id
      FROM (SELECT position FROM cqrs_outbox ORDER BY position LIMIT $1) o, \
           LATERAL (SELECT * FROM cqrs_events ev WHERE ev.position = o.position OFFSET 0) e \
      ORDER BY o.position";
-pub(super) const MARK_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE stream_id = $1 AND version <= $2";
-/// [`MARK_PUBLISHED`] for several streams: arrays of stream ids and versions.
-pub(super) const MARK_PUBLISHED_MANY: &str = "DELETE FROM cqrs_outbox o \
-     USING UNNEST($1::text[], $2::int8[]) AS m(stream_id, version) \
-     WHERE o.stream_id = m.stream_id AND o.version <= m.version";
+/// Marks streams published up to a version (arrays of stream ids and versions). For each, the
+/// walk goes down the events' (stream_id, version) key from the marked version and stops below
+/// the first one no longer in the outbox (the versions under it were published before it),
+/// never scanning the outbox itself.
+pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(stream_id, version, position) AS (
+        SELECT e.stream_id, e.version, e.position
+        FROM UNNEST($1::text[], $2::int8[]) AS m(stream_id, version),
+             LATERAL (SELECT ev.stream_id, ev.version, ev.position FROM cqrs_events ev
+                      WHERE ev.stream_id = m.stream_id AND ev.version <= m.version
+                      ORDER BY ev.version DESC LIMIT 1) e
+        UNION ALL
+        SELECT e.stream_id, e.version, e.position FROM walk w
+        JOIN cqrs_events e ON e.stream_id = w.stream_id AND e.version = w.version - 1
+        WHERE EXISTS (SELECT 1 FROM cqrs_outbox o WHERE o.position = w.position)
+    )
+    DELETE FROM cqrs_outbox WHERE position IN (SELECT position FROM walk)";
 
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = $1";
