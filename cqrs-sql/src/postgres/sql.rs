@@ -76,6 +76,7 @@ pub(super) const READ_ALL: &str = concat!(
 /// The oldest unpublished events, each looked up by its position. `OFFSET 0` keeps the lookup a
 /// nested loop: joined plainly, the planner merges the outbox with the whole log, reading it
 /// from its first event up to the outbox's (3 ms per call at 8,000 events, growing with it).
+/// The columns are `event_columns!`, in its order.
 pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
      e.name, e.schema_version, e.codec, e.payload, e.metadata::text AS metadata, e.recorded_at \
      FROM (SELECT position FROM cqrs_outbox ORDER BY position LIMIT $1) o, \
