@@ -74,6 +74,8 @@ impl EventReader for PgStore {
 /// Writes batches of appends to distinct streams in one statement.
 #[derive(Clone)]
 pub(super) struct PgAppender {
+    /// Where appends are written: the group committer's own connections, or the store's pool
+    /// when group commit is off.
     pub(super) pool: PgPool,
     pub(super) clock: SharedClock,
     /// Wakes this process's publishers.
