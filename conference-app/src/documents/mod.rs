@@ -90,10 +90,12 @@ const SCHEMA: [&str; 5] = [
 ];
 
 const GET: &str = "SELECT doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND key = $2";
-const FIND_IX1: &str =
-    "SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND ix1 = $2 ORDER BY key";
-const FIND_IX2: &str =
-    "SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND ix2 = $2 ORDER BY key";
+// No `ORDER BY key` in the lookups: `find` puts the rows in key order itself. With it, SQLite
+// walked the model's documents in key order through the primary key, checking each one's index
+// column, instead of seeking `(model, ixN)`: 580 µs instead of 6 µs per lookup at 2,000
+// payments, growing with every order.
+const FIND_IX1: &str = "SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND ix1 = $2";
+const FIND_IX2: &str = "SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = $1 AND ix2 = $2";
 const PUT: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
 const DELETE: &str = "DELETE FROM rm_documents WHERE model = $1 AND key = $2";
@@ -969,5 +971,29 @@ impl<H: MessageHandler> MessageHandler for PerEvent<H> {
             overlay.committed.extend(current);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index lookup seeks its index. A plan that walks the model's documents instead costs
+    /// time in proportion to the model's size, which grows with every order.
+    #[test]
+    fn index_lookups_seek_their_index_on_sqlite() {
+        let db = cqrs_sql::rusqlite::Connection::open_in_memory().unwrap();
+        for statement in SCHEMA {
+            db.execute(statement, ()).unwrap();
+        }
+        for (sql, index) in [(FIND_IX1, "rm_documents_ix1"), (FIND_IX2, "rm_documents_ix2")] {
+            let mut explain = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = explain
+                .query_map(("payment", "an order"), |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains(index)), "{sql}: {plan:?}");
+        }
     }
 }
