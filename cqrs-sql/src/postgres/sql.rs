@@ -86,6 +86,10 @@ pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id
 /// walk goes down the events' (stream_id, version) key from the marked version and stops below
 /// the first one no longer in the outbox (the versions under it were published before it),
 /// never scanning the outbox itself.
+///
+/// Each step is a lookup the planner cannot turn into a join: a `LATERAL` subquery with a
+/// `LIMIT`, and a scalar subquery. Written as plain joins, PostgreSQL hashed the whole events
+/// table at every mark (it guesses the walk long), a sequential scan growing with the log.
 pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(stream_id, version, position) AS (
         SELECT e.stream_id, e.version, e.position
         FROM UNNEST($1::text[], $2::int8[]) AS m(stream_id, version),
@@ -93,11 +97,13 @@ pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(stream_id, version,
                       WHERE ev.stream_id = m.stream_id AND ev.version <= m.version
                       ORDER BY ev.version DESC LIMIT 1) e
         UNION ALL
-        SELECT e.stream_id, e.version, e.position FROM walk w
-        JOIN cqrs_events e ON e.stream_id = w.stream_id AND e.version = w.version - 1
-        WHERE EXISTS (SELECT 1 FROM cqrs_outbox o WHERE o.position = w.position)
+        SELECT e.stream_id, e.version, e.position
+        FROM walk w,
+             LATERAL (SELECT ev.stream_id, ev.version, ev.position FROM cqrs_events ev
+                      WHERE ev.stream_id = w.stream_id AND ev.version = w.version - 1 LIMIT 1) e
+        WHERE (SELECT true FROM cqrs_outbox o WHERE o.position = w.position)
     )
-    DELETE FROM cqrs_outbox WHERE position IN (SELECT position FROM walk)";
+    DELETE FROM cqrs_outbox WHERE position = ANY (ARRAY(SELECT position FROM walk))";
 
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = $1";
