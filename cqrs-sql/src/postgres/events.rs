@@ -32,11 +32,7 @@ fn event(row: &PgRow) -> Result<StoredEvent> {
         payload: Payload {
             name: row.try_get(5).map_err(db)?,
             schema_version: row.try_get::<i32, _>(6).map_err(db)? as u32,
-            codec: row
-                .try_get::<&str, _>(7)
-                .map_err(db)?
-                .parse()
-                .map_err(|e| corrupt("codec tag", e))?,
+            codec: codec(row, 7)?,
             bytes: row.try_get::<&[u8], _>(8).map_err(db)?.to_vec().into(),
         },
         metadata: serde_json::from_str::<EventMetadata>(metadata)

@@ -310,8 +310,9 @@ impl PgStore {
     }
 }
 
-fn codec(row: &PgRow, column: &str) -> Result<Codec> {
-    let tag: String = row.try_get(column).map_err(db)?;
+/// The codec named by the tag in column `column` (a name or an index), read without copying it.
+fn codec(row: &PgRow, column: impl sqlx::ColumnIndex<PgRow>) -> Result<Codec> {
+    let tag: &str = row.try_get(column).map_err(db)?;
     tag.parse().map_err(|e| corrupt("codec tag", e))
 }
 

@@ -3,8 +3,6 @@
 use cqrs_core::{CheckpointStore, Result};
 use sqlx::SqliteConnection;
 
-use rusqlite::OptionalExtension;
-
 use super::{SqliteStore, direct, sql};
 use crate::error::db;
 
@@ -34,9 +32,9 @@ impl CheckpointStore for SqliteStore {
     async fn load_checkpoint(&self, subscription: &str) -> Result<Option<u64>> {
         let position: Option<i64> = self
             .read(|db| {
-                db.prepare_cached(sql::LOAD_CHECKPOINT)
-                    .and_then(|mut query| query.query_row([subscription], |row| row.get(0)).optional())
-                    .map_err(direct::error)
+                direct::first(db, sql::LOAD_CHECKPOINT, [subscription], |row| {
+                    direct::get(row, 0)
+                })
             })
             .await?;
         Ok(position.map(|p| p as u64))

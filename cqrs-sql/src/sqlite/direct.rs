@@ -46,6 +46,19 @@ pub(super) fn query<T>(
     Ok(converted)
 }
 
+/// The first row `statement` returns with `params`, converted; `None` when there is none. The
+/// rows after it are not stepped.
+pub(super) fn first<T>(
+    db: &Connection,
+    statement: &str,
+    params: impl Params,
+    convert: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = db.prepare_cached(statement).map_err(error)?;
+    let mut rows = statement.query(params).map_err(error)?;
+    rows.next().map_err(error)?.map(convert).transpose()
+}
+
 /// Whether `error` is a unique-key (or primary-key) violation.
 pub(super) fn is_unique_violation(error: &rusqlite::Error) -> bool {
     matches!(

@@ -411,21 +411,19 @@ impl EventOutbox for SqliteStore {
 
 impl SnapshotStore for SqliteStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        let found = self
-            .read(|db| {
-                direct::query(db, sql::LOAD_SNAPSHOT, [stream.as_str()], |row| {
-                    Ok(Snapshot {
-                        stream_id: stream.clone(),
-                        version: direct::get(row, "version")?,
-                        schema_version: direct::get::<i64>(row, "schema_version")? as u32,
-                        codec: direct::codec(row, "codec")?,
-                        bytes: direct::get::<Vec<u8>>(row, "bytes")?.into(),
-                        taken_at: timestamp(direct::get(row, "taken_at")?)?,
-                    })
+        self.read(|db| {
+            direct::first(db, sql::LOAD_SNAPSHOT, [stream.as_str()], |row| {
+                Ok(Snapshot {
+                    stream_id: stream.clone(),
+                    version: direct::get(row, "version")?,
+                    schema_version: direct::get::<i64>(row, "schema_version")? as u32,
+                    codec: direct::codec(row, "codec")?,
+                    bytes: direct::get::<Vec<u8>>(row, "bytes")?.into(),
+                    taken_at: timestamp(direct::get(row, "taken_at")?)?,
                 })
             })
-            .await?;
-        Ok(found.into_iter().next())
+        })
+        .await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {

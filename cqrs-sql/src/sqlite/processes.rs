@@ -50,7 +50,7 @@ impl SqliteStore {
     ) -> Result<Option<LoadedProcess>> {
         self.read(|db| {
             let tx = db.unchecked_transaction().map_err(direct::error)?;
-            let Some(record) = direct::query(&tx, query, params, record)?.pop() else {
+            let Some(record) = direct::first(&tx, query, params, record)? else {
                 return Ok(None);
             };
             let pending = direct::query(
