@@ -11,7 +11,8 @@ use rusqlite::{Connection, ErrorCode, Params, Row, RowIndex};
 use crate::error::corrupt;
 
 /// Runs `work` on the calling thread: inside `block_in_place` on a multi-thread tokio runtime
-/// (it may wait for the disk), inline on a current-thread one.
+/// (so that the worker's other tasks move to another thread while it waits for the disk),
+/// inline on a current-thread one.
 pub(super) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),

@@ -39,6 +39,7 @@ pub struct SqliteOptions {
     group_commit: bool,
     lease: Duration,
     mmap_size: u64,
+    offload_reads: bool,
     clock: SharedClock,
 }
 
@@ -48,7 +49,8 @@ impl SqliteOptions {
 
     /// Options for the database file at `path` (created if missing): durable commits
     /// (`synchronous = FULL`), a 5 s busy timeout, 4 reader connections, the first
-    /// [`DEFAULT_MMAP_SIZE`](Self::DEFAULT_MMAP_SIZE) bytes of the file memory-mapped, the system clock.
+    /// [`DEFAULT_MMAP_SIZE`](Self::DEFAULT_MMAP_SIZE) bytes of the file memory-mapped, reads
+    /// run inline, the system clock.
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_owned(),
@@ -58,6 +60,7 @@ impl SqliteOptions {
             group_commit: true,
             lease: Duration::from_secs(60),
             mmap_size: Self::DEFAULT_MMAP_SIZE,
+            offload_reads: false,
             clock: SystemClock::shared(),
         }
     }
@@ -112,6 +115,14 @@ impl SqliteOptions {
     #[must_use]
     pub fn mmap_size(mut self, bytes: u64) -> Self {
         self.mmap_size = bytes;
+        self
+    }
+
+    /// Whether the store's reads run in `block_in_place` rather than inline on the task's
+    /// thread (off by default); see [`SqliteReaders::offload`] for the trade.
+    #[must_use]
+    pub fn offload_reads(mut self, on: bool) -> Self {
+        self.offload_reads = on;
         self
     }
 
@@ -198,7 +209,8 @@ impl SqliteStore {
                 writer,
                 readers: SqliteReaders::new(&options.path, options.readers)
                     .busy_timeout(options.busy_timeout)
-                    .mmap_size(options.mmap_size),
+                    .mmap_size(options.mmap_size)
+                    .offload(options.offload_reads),
                 clock: options.clock,
                 appended,
                 lease: options.lease,
