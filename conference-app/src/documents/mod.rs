@@ -11,6 +11,7 @@
 //! process commits.
 
 mod changes;
+mod sqlite;
 
 pub use changes::DocumentWatch;
 
@@ -18,61 +19,30 @@ use changes::Announcement;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cqrs_core::{CheckpointStore, Envelope, Error, ExpectedVersion, MessageHandler, Result};
-use cqrs_sql::rusqlite::OptionalExtension;
-use cqrs_sql::{SqliteReaders, sqlite_error};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::Row as _;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use tokio::sync::watch;
 
 use changes::Changes;
+use sqlite::SqliteDocuments;
 
 /// The database of the read models.
 ///
-/// On SQLite, writes go through one connection of their own: the projections' commits then
-/// queue in the process instead of colliding on SQLite's write lock, where a loser sleeps in
-/// the busy handler for milliseconds at a time. Reads use a pool and never wait for writes
-/// (WAL); the reads of the hot paths (a document, an index lookup, a checkpoint) use `rusqlite`
-/// readers on the calling thread (`direct`), sparing each read two thread hand-offs to and from
-/// a sqlx worker thread.
+/// On SQLite, a file of its own, written through one connection (see [`sqlite`]): the
+/// projections' commits queue in the process instead of colliding on SQLite's write lock, where
+/// a loser sleeps in the busy handler for milliseconds at a time. Reads never wait for writes
+/// (WAL). Every connection is used on the calling thread, sparing each statement two thread
+/// hand-offs to and from a sqlx worker thread.
 #[derive(Debug, Clone)]
 enum Db {
-    Sqlite {
-        readers: SqlitePool,
-        writer: SqlitePool,
-        direct: Arc<SqliteReaders>,
-    },
+    Sqlite(Arc<SqliteDocuments>),
     Postgres(PgPool),
-}
-
-/// Runs `$body` with `$pool` bound to the pool `$db` reads with: the same SQL text serves both
-/// dialects (`$n` placeholders, standard upserts).
-macro_rules! on_pool {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite { readers: $pool, .. } => $body,
-            Db::Postgres($pool) => $body,
-        }
-    };
-}
-
-/// As [`on_pool!`], with the pool `$db` writes with.
-macro_rules! on_writer {
-    ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite { writer: $pool, .. } => $body,
-            Db::Postgres($pool) => $body,
-        }
-    };
 }
 
 const SCHEMA: [&str; 5] = [
@@ -167,72 +137,47 @@ impl Row {
 /// Writes not committed yet: `None` deletes.
 type Writes = HashMap<(String, String), Option<Row>>;
 
-/// Applies writes within a commit's transaction, as each dialect does it best.
-trait WriteRows {
-    async fn write_rows(&mut self, writes: &Writes) -> Result<()>;
-}
-
-/// One statement per document: SQLite runs in this process, so a statement costs no round trip.
-impl WriteRows for sqlx::SqliteConnection {
-    async fn write_rows(&mut self, writes: &Writes) -> Result<()> {
-        for ((model, key), row) in writes {
-            let query = match row {
-                Some(row) => sqlx::query(PUT)
-                    .bind(model)
-                    .bind(key)
-                    .bind(&row.doc)
-                    .bind(&row.ix1)
-                    .bind(&row.ix2),
-                None => sqlx::query(DELETE).bind(model).bind(key),
-            };
-            query.execute(&mut *self).await.map_err(db_error)?;
-        }
-        Ok(())
-    }
-}
-
-/// One statement for the puts and one for the deletes, whatever their number: each statement
-/// is a round trip to the server.
-impl WriteRows for sqlx::PgConnection {
-    async fn write_rows(&mut self, writes: &Writes) -> Result<()> {
-        let (mut models, mut keys, mut docs, mut ix1s, mut ix2s) = (vec![], vec![], vec![], vec![], vec![]);
-        let (mut gone_models, mut gone_keys) = (vec![], vec![]);
-        for ((model, key), row) in writes {
-            match row {
-                Some(row) => {
-                    models.push(model.as_str());
-                    keys.push(key.as_str());
-                    docs.push(row.doc.as_str());
-                    ix1s.push(row.ix1.as_deref());
-                    ix2s.push(row.ix2.as_deref());
-                }
-                None => {
-                    gone_models.push(model.as_str());
-                    gone_keys.push(key.as_str());
-                }
+/// Applies `writes` within a commit's transaction on PostgreSQL: one statement for the puts
+/// and one for the deletes, whatever their number, as each statement is a round trip to the
+/// server. (On SQLite, which runs in this process, one statement per document.)
+async fn write_rows_pg(tx: &mut sqlx::PgConnection, writes: &Writes) -> Result<()> {
+    let (mut models, mut keys, mut docs, mut ix1s, mut ix2s) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut gone_models, mut gone_keys) = (vec![], vec![]);
+    for ((model, key), row) in writes {
+        match row {
+            Some(row) => {
+                models.push(model.as_str());
+                keys.push(key.as_str());
+                docs.push(row.doc.as_str());
+                ix1s.push(row.ix1.as_deref());
+                ix2s.push(row.ix2.as_deref());
+            }
+            None => {
+                gone_models.push(model.as_str());
+                gone_keys.push(key.as_str());
             }
         }
-        if !models.is_empty() {
-            sqlx::query(PUT_MANY)
-                .bind(models)
-                .bind(keys)
-                .bind(docs)
-                .bind(ix1s)
-                .bind(ix2s)
-                .execute(&mut *self)
-                .await
-                .map_err(db_error)?;
-        }
-        if !gone_models.is_empty() {
-            sqlx::query(DELETE_MANY)
-                .bind(gone_models)
-                .bind(gone_keys)
-                .execute(&mut *self)
-                .await
-                .map_err(db_error)?;
-        }
-        Ok(())
     }
+    if !models.is_empty() {
+        sqlx::query(PUT_MANY)
+            .bind(models)
+            .bind(keys)
+            .bind(docs)
+            .bind(ix1s)
+            .bind(ix2s)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    if !gone_models.is_empty() {
+        sqlx::query(DELETE_MANY)
+            .bind(gone_models)
+            .bind(gone_keys)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
 }
 
 /// The writes of a projection between two checkpoints.
@@ -331,34 +276,8 @@ impl Documents {
     /// # Errors
     /// When the file cannot be opened or the tables created.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(Error::permanent)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            // Reads through a memory map: a reader's page cache is dropped after every write.
-            .pragma(
-                "mmap_size",
-                cqrs_sql::SqliteOptions::DEFAULT_MMAP_SIZE.to_string(),
-            );
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_error)?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        let direct = Arc::new(SqliteReaders::new(path, 4).busy_timeout(Duration::from_secs(10)));
-        Self::create(Db::Sqlite {
-            readers,
-            writer,
-            direct,
-        })
-        .await
+        let db = SqliteDocuments::open(path, &SCHEMA)?;
+        Self::create(Db::Sqlite(Arc::new(db))).await
     }
 
     /// The documents in the PostgreSQL database at `url`, in `schema`.
@@ -379,6 +298,9 @@ impl Documents {
             .connect(url)
             .await
             .map_err(db_error)?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await.map_err(db_error)?;
+        }
         let mut documents = Self::create(Db::Postgres(pool.clone())).await?;
         documents.announce = Some(schema.into());
         // Commits of the projections of other processes wake this process's long polls.
@@ -405,12 +327,8 @@ impl Documents {
         Ok(documents)
     }
 
+    /// The documents of `db`, whose tables exist.
     async fn create(db: Db) -> Result<Self> {
-        for statement in SCHEMA {
-            on_writer!(&db, pool => {
-                sqlx::query(statement).execute(pool).await.map_err(db_error)?;
-            });
-        }
         let documents = Self {
             db,
             changes: Arc::default(),
@@ -445,10 +363,16 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn refresh_generations(&self) -> Result<bool> {
-        let rows: Vec<(String, i64)> = on_pool!(&self.db, pool => sqlx::query_as(LOAD_GENERATIONS)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?);
+        let rows: Vec<(String, i64)> = match &self.db {
+            Db::Sqlite(db) => {
+                db.read(|r| sqlite::query(r, LOAD_GENERATIONS, &[], |row| Ok((row.get(0)?, row.get(1)?))))
+                    .await?
+            }
+            Db::Postgres(pool) => sqlx::query_as(LOAD_GENERATIONS)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?,
+        };
         let fresh: HashMap<String, i64> = rows.into_iter().collect();
         let mut generations = self
             .generations
@@ -479,18 +403,29 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn switch_generation(&self, models: &[&str], generation: i64) -> Result<()> {
-        on_writer!(&self.db, pool => {
-            let mut tx = pool.begin().await.map_err(db_error)?;
-            for model in models {
-                sqlx::query(SET_GENERATION)
-                    .bind(*model)
-                    .bind(generation)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+        match &self.db {
+            Db::Sqlite(db) => {
+                db.write(|tx| {
+                    for model in models {
+                        sqlite::execute(tx, SET_GENERATION, &[model, &generation])?;
+                    }
+                    Ok(())
+                })
+                .await?;
             }
-            tx.commit().await.map_err(db_error)?;
-        });
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(db_error)?;
+                for model in models {
+                    sqlx::query(SET_GENERATION)
+                        .bind(*model)
+                        .bind(generation)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
+            }
+        }
         let mut generations = self
             .generations
             .write()
@@ -509,12 +444,15 @@ impl Documents {
     /// Database failures.
     pub async fn drop_generation(&self, model: &str, generation: i64) -> Result<u64> {
         let name = physical_name(model, generation);
-        Ok(on_writer!(&self.db, pool => sqlx::query(DROP_MODEL)
-            .bind(name)
-            .execute(pool)
-            .await
-            .map_err(db_error)?
-            .rows_affected()))
+        Ok(match &self.db {
+            Db::Sqlite(db) => db.write(|tx| sqlite::execute(tx, DROP_MODEL, &[&name])).await? as u64,
+            Db::Postgres(pool) => sqlx::query(DROP_MODEL)
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(db_error)?
+                .rows_affected(),
+        })
     }
 
     /// Forgets the checkpoint `name`.
@@ -522,9 +460,19 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn drop_checkpoint(&self, name: &str) -> Result<()> {
-        on_writer!(&self.db, pool => {
-            sqlx::query(DROP_CHECKPOINT).bind(name).execute(pool).await.map_err(db_error)?;
-        });
+        match &self.db {
+            Db::Sqlite(db) => {
+                db.write(|tx| sqlite::execute(tx, DROP_CHECKPOINT, &[&name]))
+                    .await?;
+            }
+            Db::Postgres(pool) => {
+                sqlx::query(DROP_CHECKPOINT)
+                    .bind(name)
+                    .execute(pool)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
         Ok(())
     }
 
@@ -535,11 +483,17 @@ impl Documents {
     /// Database failures.
     pub async fn dump(&self, model: &str) -> Result<Vec<(String, String)>> {
         let name = self.physical(model);
-        Ok(on_pool!(&self.db, pool => sqlx::query_as(DUMP)
-            .bind(name)
-            .fetch_all(pool)
-            .await
-            .map_err(db_error)?))
+        match &self.db {
+            Db::Sqlite(db) => {
+                db.read(|r| sqlite::query(r, DUMP, &[&name], |row| Ok((row.get(0)?, row.get(1)?))))
+                    .await
+            }
+            Db::Postgres(pool) => sqlx::query_as(DUMP)
+                .bind(name)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error),
+        }
     }
 
     /// A handle that buffers its writes until [`CheckpointStore::save_checkpoint`]: what a
@@ -583,18 +537,10 @@ impl Documents {
             return pending.map(|row| row.decode()).transpose();
         }
         let row = match &self.db {
-            Db::Sqlite { direct, .. } => {
-                direct
-                    .read(|db| {
-                        db.prepare_cached(GET)
-                            .and_then(|mut get| {
-                                get.query_row((model.as_str(), key), |r| sqlite_row(r, 0))
-                                    .optional()
-                            })
-                            .map_err(sqlite_error)
-                    })
-                    .await?
-            }
+            Db::Sqlite(db) => db
+                .read(|r| sqlite::query(r, GET, &[&model, &key], |row| sqlite_row(row, 0)))
+                .await?
+                .pop(),
             Db::Postgres(pool) => sqlx::query(GET)
                 .bind(&model)
                 .bind(key)
@@ -617,15 +563,13 @@ impl Documents {
             Index::Two => FIND_IX2,
         };
         let stored: Vec<(String, Row)> = match &self.db {
-            Db::Sqlite { direct, .. } => {
-                direct
-                    .read(|db| {
-                        let mut find = db.prepare_cached(sql).map_err(sqlite_error)?;
-                        find.query_map((model.as_str(), value), |r| Ok((r.get(0)?, sqlite_row(r, 1)?)))
-                            .and_then(Iterator::collect)
-                            .map_err(sqlite_error)
+            Db::Sqlite(db) => {
+                db.read(|r| {
+                    sqlite::query(r, sql, &[&model, &value], |row| {
+                        Ok((row.get(0)?, sqlite_row(row, 1)?))
                     })
-                    .await?
+                })
+                .await?
             }
             Db::Postgres(pool) => sqlx::query(sql)
                 .bind(&model)
@@ -689,44 +633,83 @@ impl Documents {
     /// one transaction; then tells the waiters. When another process moved the checkpoint
     /// first, nothing is written and the answer is a conflict.
     async fn commit(&self, writes: &Writes, checkpoint: Option<Checkpoint<'_>>) -> Result<()> {
-        on_writer!(&self.db, pool => {
-            let mut tx = pool.begin().await.map_err(db_error)?;
-            WriteRows::write_rows(&mut *tx, writes).await?;
-            if let Some(checkpoint) = &checkpoint {
-                let position = i64::try_from(checkpoint.position).map_err(Error::permanent)?;
-                let moved = match checkpoint.read {
-                    None => sqlx::query(INSERT_CHECKPOINT).bind(checkpoint.name).bind(position),
-                    Some(read) => sqlx::query(ADVANCE_CHECKPOINT)
-                        .bind(checkpoint.name)
-                        .bind(position)
-                        .bind(i64::try_from(read).map_err(Error::permanent)?),
-                }
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?
-                .rows_affected();
-                if moved != 1 {
-                    return Err(Error::Conflict {
-                        stream: format!("checkpoint {}", checkpoint.name),
-                        expected: ExpectedVersion::Exact(checkpoint.read.map_or(-1, |r| r as i64)),
-                        actual: -1,
-                    });
-                }
+        // The checkpoint's new position and the one it was read at.
+        let positions = checkpoint
+            .as_ref()
+            .map(|c| {
+                let read = c.read.map(i64::try_from).transpose().map_err(Error::permanent)?;
+                Ok::<_, Error>((i64::try_from(c.position).map_err(Error::permanent)?, read))
+            })
+            .transpose()?;
+        let conflict = |checkpoint: &Checkpoint<'_>| Error::Conflict {
+            stream: format!("checkpoint {}", checkpoint.name),
+            expected: ExpectedVersion::Exact(checkpoint.read.map_or(-1, |r| r as i64)),
+            actual: -1,
+        };
+        match &self.db {
+            Db::Sqlite(db) => {
+                db.write(|tx| {
+                    for ((model, key), row) in writes {
+                        match row {
+                            Some(row) => {
+                                sqlite::execute(tx, PUT, &[model, key, &row.doc, &row.ix1, &row.ix2])?
+                            }
+                            None => sqlite::execute(tx, DELETE, &[model, key])?,
+                        };
+                    }
+                    if let (Some(checkpoint), Some((position, read))) = (&checkpoint, positions) {
+                        let moved = match read {
+                            None => sqlite::execute(tx, INSERT_CHECKPOINT, &[&checkpoint.name, &position])?,
+                            Some(read) => sqlite::execute(
+                                tx,
+                                ADVANCE_CHECKPOINT,
+                                &[&checkpoint.name, &position, &read],
+                            )?,
+                        };
+                        if moved != 1 {
+                            return Err(conflict(checkpoint));
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
             }
-            if let Some(schema) = &self.announce {
-                sqlx::query(NOTIFY_COMMIT)
-                    .bind(COMMITS_CHANNEL)
-                    .bind(Announcement::write(
-                        schema,
-                        checkpoint.map(|c| (c.name, c.position)),
-                        writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
-                    ))
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(db_error)?;
+                write_rows_pg(&mut tx, writes).await?;
+                if let (Some(checkpoint), Some((position, read))) = (&checkpoint, positions) {
+                    let moved = match read {
+                        None => sqlx::query(INSERT_CHECKPOINT)
+                            .bind(checkpoint.name)
+                            .bind(position),
+                        Some(read) => sqlx::query(ADVANCE_CHECKPOINT)
+                            .bind(checkpoint.name)
+                            .bind(position)
+                            .bind(read),
+                    }
                     .execute(&mut *tx)
                     .await
-                    .map_err(db_error)?;
+                    .map_err(db_error)?
+                    .rows_affected();
+                    if moved != 1 {
+                        return Err(conflict(checkpoint));
+                    }
+                }
+                if let Some(schema) = &self.announce {
+                    sqlx::query(NOTIFY_COMMIT)
+                        .bind(COMMITS_CHANNEL)
+                        .bind(Announcement::write(
+                            schema,
+                            checkpoint.map(|c| (c.name, c.position)),
+                            writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
+                        ))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)?;
             }
-            tx.commit().await.map_err(db_error)?;
-        });
+        }
         self.changes.committed(
             checkpoint.map(|c| (c.name, c.position)),
             writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
@@ -777,15 +760,10 @@ impl Documents {
     /// Database failures.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
         let position: Option<i64> = match &self.db {
-            Db::Sqlite { direct, .. } => {
-                direct
-                    .read(|db| {
-                        db.prepare_cached(LOAD_CHECKPOINT)
-                            .and_then(|mut load| load.query_row([name], |r| r.get(0)).optional())
-                            .map_err(sqlite_error)
-                    })
-                    .await?
-            }
+            Db::Sqlite(db) => db
+                .read(|r| sqlite::query(r, LOAD_CHECKPOINT, &[&name], |row| row.get(0)))
+                .await?
+                .pop(),
             Db::Postgres(pool) => sqlx::query_scalar(LOAD_CHECKPOINT)
                 .bind(name)
                 .fetch_optional(pool)
