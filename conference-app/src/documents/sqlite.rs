@@ -17,7 +17,7 @@ use cqrs_core::{Error, Result};
 use cqrs_sql::rusqlite::{
     Connection, ErrorCode, OpenFlags, Statement, ToSql, Transaction, TransactionBehavior,
 };
-use cqrs_sql::{SqliteOptions, SqliteReaders, sqlite_error};
+use cqrs_sql::{SqliteReaders, sqlite_error};
 use tokio::sync::Mutex;
 
 /// How long a statement waits for a lock held by another process (a rebuild, say).
@@ -40,12 +40,8 @@ impl SqliteDocuments {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let writer = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
-        // A reader's page cache is dropped after every write: reads go through a memory map.
         writer
-            .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA mmap_size = {};",
-                SqliteOptions::DEFAULT_MMAP_SIZE
-            ))
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(sqlite_error)?;
         for statement in schema {
             writer.execute_batch(statement).map_err(sqlite_error)?;

@@ -44,13 +44,12 @@ pub struct SqliteOptions {
 }
 
 impl SqliteOptions {
-    /// The default [`mmap_size`](Self::mmap_size): 1 GiB.
-    pub const DEFAULT_MMAP_SIZE: u64 = 1 << 30;
+    /// The default [`mmap_size`](Self::mmap_size): 0, no memory map.
+    pub const DEFAULT_MMAP_SIZE: u64 = 0;
 
     /// Options for the database file at `path` (created if missing): durable commits
-    /// (`synchronous = FULL`), a 5 s busy timeout, 4 reader connections, the first
-    /// [`DEFAULT_MMAP_SIZE`](Self::DEFAULT_MMAP_SIZE) bytes of the file memory-mapped, reads
-    /// run inline, the system clock.
+    /// (`synchronous = FULL`), a 5 s busy timeout, 4 reader connections, no memory map
+    /// ([`DEFAULT_MMAP_SIZE`](Self::DEFAULT_MMAP_SIZE)), reads run inline, the system clock.
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_owned(),
@@ -109,9 +108,14 @@ impl SqliteOptions {
     }
 
     /// How much of the database file each connection reads through a memory map
-    /// (`PRAGMA mmap_size`; 0 turns it off). In WAL mode a connection drops its page cache
-    /// whenever another one has written, so without the map every read after a write pays a
-    /// `pread` system call per page.
+    /// (`PRAGMA mmap_size`; 0, the default, turns it off).
+    ///
+    /// A map suits a file read much more than it is written. In WAL mode a connection that
+    /// begins a read after another one has written drops its page cache and, with a map,
+    /// unmaps the file, maps it again and faults in every page it touches; without one, each
+    /// page it reads is a `pread`. Under the conference system's load (writes every few
+    /// hundred microseconds), a 1 GiB map cost 15 % more CPU per order than none; a lone
+    /// 10,000-event load took 7.6 ms with it and 8.6 ms without.
     #[must_use]
     pub fn mmap_size(mut self, bytes: u64) -> Self {
         self.mmap_size = bytes;

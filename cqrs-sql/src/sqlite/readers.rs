@@ -29,7 +29,7 @@ use super::direct;
 ///
 /// A read holds its tokio worker thread while it runs, as any computation between two `await`s
 /// does: a stream of a few events loads in about 10 µs, a stream of 10,000 events in about
-/// 8 ms, from the page cache or the memory map. Where reads may wait long on the
+/// 8 ms, from the operating system's page cache. Where reads may wait long on the
 /// disk (a database much larger than memory, a network file system) or return many thousands
 /// of rows, [`offload`](Self::offload) runs them in `block_in_place` instead, leaving the worker
 /// to the other tasks at the cost of two thread hand-offs per read.
@@ -62,8 +62,8 @@ pub struct SqliteReaders {
 
 impl SqliteReaders {
     /// At most `size` readers of the SQLite file at `path` (which must exist), with a 5 s busy
-    /// timeout and the first [`SqliteOptions::DEFAULT_MMAP_SIZE`](super::SqliteOptions::DEFAULT_MMAP_SIZE)
-    /// bytes of the file memory-mapped, each read run inline.
+    /// timeout, no memory map ([`SqliteOptions::DEFAULT_MMAP_SIZE`](super::SqliteOptions::DEFAULT_MMAP_SIZE)),
+    /// each read run inline.
     pub fn new(path: impl AsRef<Path>, size: u32) -> Self {
         Self {
             path: path.as_ref().to_owned(),
@@ -82,7 +82,9 @@ impl SqliteReaders {
         self
     }
 
-    /// How much of the file each reader maps into memory (`PRAGMA mmap_size`; 0 turns it off).
+    /// How much of the file each reader maps into memory (`PRAGMA mmap_size`; 0, the default,
+    /// turns it off); see [`SqliteOptions::mmap_size`](super::SqliteOptions::mmap_size) for
+    /// when a map pays.
     #[must_use]
     pub fn mmap_size(mut self, bytes: u64) -> Self {
         self.mmap_size = bytes;
