@@ -537,10 +537,10 @@ impl Documents {
             return pending.map(|row| row.decode()).transpose();
         }
         let row = match &self.db {
-            Db::Sqlite(db) => db
-                .read(|r| sqlite::query(r, GET, &[&model, &key], |row| sqlite_row(row, 0)))
-                .await?
-                .pop(),
+            Db::Sqlite(db) => {
+                db.read(|r| sqlite::first(r, GET, &[&model, &key], |row| sqlite_row(row, 0)))
+                    .await?
+            }
             Db::Postgres(pool) => sqlx::query(GET)
                 .bind(&model)
                 .bind(key)
@@ -633,19 +633,6 @@ impl Documents {
     /// one transaction; then tells the waiters. When another process moved the checkpoint
     /// first, nothing is written and the answer is a conflict.
     async fn commit(&self, writes: &Writes, checkpoint: Option<Checkpoint<'_>>) -> Result<()> {
-        // The checkpoint's new position and the one it was read at.
-        let positions = checkpoint
-            .as_ref()
-            .map(|c| {
-                let read = c.read.map(i64::try_from).transpose().map_err(Error::permanent)?;
-                Ok::<_, Error>((i64::try_from(c.position).map_err(Error::permanent)?, read))
-            })
-            .transpose()?;
-        let conflict = |checkpoint: &Checkpoint<'_>| Error::Conflict {
-            stream: format!("checkpoint {}", checkpoint.name),
-            expected: ExpectedVersion::Exact(checkpoint.read.map_or(-1, |r| r as i64)),
-            actual: -1,
-        };
         match &self.db {
             Db::Sqlite(db) => {
                 db.write(|tx| {
@@ -657,7 +644,8 @@ impl Documents {
                             None => sqlite::execute(tx, DELETE, &[model, key])?,
                         };
                     }
-                    if let (Some(checkpoint), Some((position, read))) = (&checkpoint, positions) {
+                    if let Some(checkpoint) = &checkpoint {
+                        let (position, read) = checkpoint.stored()?;
                         let moved = match read {
                             None => sqlite::execute(tx, INSERT_CHECKPOINT, &[&checkpoint.name, &position])?,
                             Some(read) => sqlite::execute(
@@ -667,7 +655,7 @@ impl Documents {
                             )?,
                         };
                         if moved != 1 {
-                            return Err(conflict(checkpoint));
+                            return Err(checkpoint.conflict());
                         }
                     }
                     Ok(())
@@ -677,7 +665,8 @@ impl Documents {
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(db_error)?;
                 write_rows_pg(&mut tx, writes).await?;
-                if let (Some(checkpoint), Some((position, read))) = (&checkpoint, positions) {
+                if let Some(checkpoint) = &checkpoint {
+                    let (position, read) = checkpoint.stored()?;
                     let moved = match read {
                         None => sqlx::query(INSERT_CHECKPOINT)
                             .bind(checkpoint.name)
@@ -692,7 +681,7 @@ impl Documents {
                     .map_err(db_error)?
                     .rows_affected();
                     if moved != 1 {
-                        return Err(conflict(checkpoint));
+                        return Err(checkpoint.conflict());
                     }
                 }
                 if let Some(schema) = &self.announce {
@@ -760,10 +749,10 @@ impl Documents {
     /// Database failures.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
         let position: Option<i64> = match &self.db {
-            Db::Sqlite(db) => db
-                .read(|r| sqlite::query(r, LOAD_CHECKPOINT, &[&name], |row| row.get(0)))
-                .await?
-                .pop(),
+            Db::Sqlite(db) => {
+                db.read(|r| sqlite::first(r, LOAD_CHECKPOINT, &[&name], |row| row.get(0)))
+                    .await?
+            }
             Db::Postgres(pool) => sqlx::query_scalar(LOAD_CHECKPOINT)
                 .bind(name)
                 .fetch_optional(pool)
@@ -782,6 +771,28 @@ struct Checkpoint<'a> {
     name: &'a str,
     read: Option<u64>,
     position: u64,
+}
+
+impl Checkpoint<'_> {
+    /// The new position and the one read, as the database stores them.
+    fn stored(&self) -> Result<(i64, Option<i64>)> {
+        let position = i64::try_from(self.position).map_err(Error::permanent)?;
+        let read = self
+            .read
+            .map(i64::try_from)
+            .transpose()
+            .map_err(Error::permanent)?;
+        Ok((position, read))
+    }
+
+    /// The answer when another runner moved the checkpoint from where this one read it.
+    fn conflict(&self) -> Error {
+        Error::Conflict {
+            stream: format!("checkpoint {}", self.name),
+            expected: ExpectedVersion::Exact(self.read.map_or(-1, |r| r as i64)),
+            actual: -1,
+        }
+    }
 }
 
 /// A projection's handle on the documents: writes wait for the checkpoint, which moves only

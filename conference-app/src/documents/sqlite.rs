@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cqrs_core::{Error, Result};
 use cqrs_sql::rusqlite::{
-    Connection, ErrorCode, OpenFlags, Statement, ToSql, Transaction, TransactionBehavior,
+    CachedStatement, Connection, ErrorCode, OpenFlags, Row, ToSql, Transaction, TransactionBehavior,
 };
 use cqrs_sql::{SqliteReaders, sqlite_error};
 use tokio::sync::Mutex;
@@ -95,42 +95,60 @@ impl SqliteDocuments {
 /// `$2` before `$1` is bound by name.
 const NUMBERED: [&str; 5] = ["$1", "$2", "$3", "$4", "$5"];
 
-/// Binds `values` to `$1`, `$2`, … of `statement` (see [`NUMBERED`]).
-fn bind_numbered(statement: &mut Statement<'_>, values: &[&dyn ToSql]) -> Result<()> {
+/// `sql` prepared once per connection, with `values` bound to `$1`, `$2`, … by name (see
+/// [`NUMBERED`]); one value for each parameter, or an error.
+fn prepared<'c>(db: &'c Connection, sql: &str, values: &[&dyn ToSql]) -> Result<CachedStatement<'c>> {
+    let mut statement = db.prepare_cached(sql).map_err(sqlite_error)?;
+    if values.len() != statement.parameter_count() || values.len() > NUMBERED.len() {
+        return Err(Error::permanent(format!(
+            "{} values for the {} parameters of {sql}",
+            values.len(),
+            statement.parameter_count()
+        )));
+    }
     for (name, value) in NUMBERED.iter().zip(values) {
         let index = statement
             .parameter_index(name)
             .map_err(sqlite_error)?
-            .ok_or_else(|| Error::permanent(format!("no parameter {name} in the statement")))?;
+            .ok_or_else(|| Error::permanent(format!("no parameter {name} in {sql}")))?;
         statement.raw_bind_parameter(index, value).map_err(sqlite_error)?;
     }
-    Ok(())
+    Ok(statement)
 }
 
-/// Runs `sql` (prepared once per connection) with `values` bound to `$1`, `$2`, …; answers
-/// how many rows it changed.
+/// Runs `sql` with `values` (see [`prepared`]); answers how many rows it changed.
 pub(super) fn execute(db: &Connection, sql: &str, values: &[&dyn ToSql]) -> Result<usize> {
-    let mut statement = db.prepare_cached(sql).map_err(sqlite_error)?;
-    bind_numbered(&mut statement, values)?;
-    statement.raw_execute().map_err(sqlite_error)
+    prepared(db, sql, values)?.raw_execute().map_err(sqlite_error)
 }
 
-/// Runs the query `sql` (prepared once per connection) with `values` bound to `$1`, `$2`, …,
-/// converting each row with `convert`.
+/// Runs the query `sql` with `values` (see [`prepared`]), converting each row with `convert`.
 pub(super) fn query<T>(
     db: &Connection,
     sql: &str,
     values: &[&dyn ToSql],
-    mut convert: impl FnMut(&cqrs_sql::rusqlite::Row<'_>) -> cqrs_sql::rusqlite::Result<T>,
+    mut convert: impl FnMut(&Row<'_>) -> cqrs_sql::rusqlite::Result<T>,
 ) -> Result<Vec<T>> {
-    let mut statement = db.prepare_cached(sql).map_err(sqlite_error)?;
-    bind_numbered(&mut statement, values)?;
+    let mut statement = prepared(db, sql, values)?;
     let mut rows = statement.raw_query();
     let mut converted = Vec::new();
     while let Some(row) = rows.next().map_err(sqlite_error)? {
         converted.push(convert(row).map_err(sqlite_error)?);
     }
     Ok(converted)
+}
+
+/// The first row of the query `sql` with `values` (see [`prepared`]), converted; `None` when
+/// there is none. The rows after it are not stepped.
+pub(super) fn first<T>(
+    db: &Connection,
+    sql: &str,
+    values: &[&dyn ToSql],
+    convert: impl FnOnce(&Row<'_>) -> cqrs_sql::rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = prepared(db, sql, values)?;
+    let mut rows = statement.raw_query();
+    let row = rows.next().map_err(sqlite_error)?;
+    row.map(convert).transpose().map_err(sqlite_error)
 }
 
 #[cfg(test)]
@@ -196,6 +214,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_statement_given_too_few_or_too_many_values_is_refused() {
+        let (_dir, db) = documents("CREATE TABLE t (n BIGINT PRIMARY KEY, m BIGINT)");
+        for values in [&[&1 as &dyn ToSql][..], &[&1, &2, &3]] {
+            let refused = db
+                .write(|tx| execute(tx, "INSERT INTO t (n, m) VALUES ($1, $2)", values))
+                .await
+                .unwrap_err();
+            assert!(refused.to_string().contains("parameters"), "{refused}");
+        }
+        let count = db
+            .read(|r| first(r, "SELECT count(*) FROM t", &[], |row| row.get::<_, i64>(0)))
+            .await
+            .unwrap();
+        assert_eq!(count, Some(0));
     }
 
     #[tokio::test]
