@@ -41,7 +41,9 @@ impl SqliteDocuments {
         let writer = Connection::open_with_flags(path, flags).map_err(sqlite_error)?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
         writer
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
+            )
             .map_err(sqlite_error)?;
         for statement in schema {
             writer.execute_batch(statement).map_err(sqlite_error)?;
