@@ -2,7 +2,8 @@
 //! flow (order, wait for the price, registrant, wait for the reservation, pay, wait for the
 //! confirmation), at a given rate or as fast as the concurrency allows, and reports what it
 //! measured: orders per second completed, percentiles of the time to the priced order, to the
-//! confirmed order and of each HTTP call, and every error.
+//! confirmed order and of each HTTP call, the orders completed in each second of the run,
+//! and every error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +69,57 @@ impl Percentiles {
     }
 }
 
+/// The orders completed over a run's time.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Throughput {
+    /// Orders completed in each second of the run, from its start.
+    pub per_second: Vec<u32>,
+    /// Orders per second completed over the middle [`Throughput::STEADY`] of the run's wall
+    /// time: the rate it held, without the first registrants' start nor the last orders'
+    /// drain (an offered rate of 1,000 orders/s reports a little less overall, since its last
+    /// orders finish after the last start).
+    pub steady: f64,
+    /// The fewest orders completed in a whole second within that middle part.
+    pub slowest_second: u32,
+}
+
+impl Throughput {
+    /// The share of the run, centred, that [`steady`](Self::steady) covers.
+    pub const STEADY: f64 = 0.8;
+
+    /// The throughput of orders completed at `done_at` (seconds from the start) in a run of
+    /// `elapsed` seconds.
+    pub fn of(done_at: &[f64], elapsed: f64) -> Self {
+        let mut per_second = vec![0u32; elapsed.max(0.0).ceil() as usize];
+        for &at in done_at {
+            if let Some(second) = per_second.get_mut(at.max(0.0) as usize) {
+                *second += 1;
+            } else if let Some(last) = per_second.last_mut() {
+                *last += 1;
+            }
+        }
+        let (from, to) = (
+            elapsed * (1.0 - Self::STEADY) / 2.0,
+            elapsed * (1.0 + Self::STEADY) / 2.0,
+        );
+        let within = done_at.iter().filter(|&&at| (from..to).contains(&at)).count();
+        let steady = if to > from {
+            within as f64 / (to - from)
+        } else {
+            0.0
+        };
+        let slowest_second = (from.ceil() as usize..to.floor() as usize)
+            .filter_map(|second| per_second.get(second).copied())
+            .min()
+            .unwrap_or(0);
+        Self {
+            per_second,
+            steady,
+            slowest_second,
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -83,8 +135,10 @@ pub struct LoadReport {
     pub rate: Option<f64>,
     /// Wall time of the run, in seconds.
     pub elapsed_seconds: f64,
-    /// Completed orders per second.
+    /// Completed orders per second, over the whole run.
     pub orders_per_second: f64,
+    /// Completed orders over time, and the rate held between start and drain.
+    pub throughput: Throughput,
     /// From placing the order to seeing its price.
     pub time_to_priced_ms: Percentiles,
     /// From placing the order to seeing it confirmed.
@@ -104,6 +158,8 @@ pub struct LoadReport {
 /// One registrant's measurements.
 #[derive(Debug, Default)]
 struct Flow {
+    /// When the order was confirmed, in seconds from the start of the run.
+    done_at: f64,
     priced_ms: f64,
     confirmed_ms: f64,
     calls: Vec<(&'static str, f64)>,
@@ -342,7 +398,10 @@ pub async fn run(config: &LoadConfig, documents: &Documents) -> Result<LoadRepor
                     tokio::time::sleep_until(due.into()).await;
                 }
                 match registrant(&client, &code, &seat_types[n % seat_types.len()], n).await {
-                    Ok(flow) => flows.lock().await.push(flow),
+                    Ok(mut flow) => {
+                        flow.done_at = started.elapsed().as_secs_f64();
+                        flows.lock().await.push(flow);
+                    }
                     Err(error) => errors.lock().await.push(error),
                 }
             }
@@ -360,6 +419,7 @@ pub async fn run(config: &LoadConfig, documents: &Documents) -> Result<LoadRepor
     }
     let priced: Vec<f64> = flows.iter().map(|f| f.priced_ms).collect();
     let confirmed: Vec<f64> = flows.iter().map(|f| f.confirmed_ms).collect();
+    let done_at: Vec<f64> = flows.iter().map(|f| f.done_at).collect();
     Ok(LoadReport {
         url: config.url.clone(),
         orders: config.orders,
@@ -368,6 +428,7 @@ pub async fn run(config: &LoadConfig, documents: &Documents) -> Result<LoadRepor
         rate: config.rate,
         elapsed_seconds: elapsed,
         orders_per_second: flows.len() as f64 / elapsed.max(1e-9),
+        throughput: Throughput::of(&done_at, elapsed),
         time_to_priced_ms: Percentiles::of(&priced),
         time_to_confirmed_ms: Percentiles::of(&confirmed),
         calls_ms: calls
@@ -380,11 +441,27 @@ pub async fn run(config: &LoadConfig, documents: &Documents) -> Result<LoadRepor
     })
 }
 
-/// Draws the latency histograms of a run (time to priced, time to confirmed) as an SVG.
+/// Where a chart of the plot is drawn.
+type Area<'a> = plotters::drawing::DrawingArea<plotters::prelude::SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Draws a run as an SVG: the latency histograms (time to priced, time to confirmed) above, the
+/// orders completed in each second below.
 ///
 /// # Errors
 /// When the file cannot be written.
 pub fn plot(report: &LoadReport, path: &std::path::Path) -> Result<(), String> {
+    use plotters::prelude::*;
+
+    let root = SVGBackend::new(path, (900, 800)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (latencies, throughput) = root.split_vertically(500);
+    plot_latencies(report, &latencies)?;
+    plot_throughput(report, &throughput)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// The histograms of the time to priced and to confirmed.
+fn plot_latencies(report: &LoadReport, root: &Area<'_>) -> Result<(), String> {
     use plotters::prelude::*;
 
     let max = report
@@ -407,8 +484,6 @@ pub fn plot(report: &LoadReport, path: &std::path::Path) -> Result<(), String> {
         histogram(&report.confirmed_samples),
     );
     let top = priced.iter().chain(&confirmed).copied().max().unwrap_or(1).max(1);
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
     let caption = format!(
         "{} orders at {:.0} orders/s: time to priced (p99 {:.0} ms) and to confirmed (p99 {:.0} ms)",
         report.completed,
@@ -416,7 +491,7 @@ pub fn plot(report: &LoadReport, path: &std::path::Path) -> Result<(), String> {
         report.time_to_priced_ms.p99,
         report.time_to_confirmed_ms.p99
     );
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(caption, ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(40)
@@ -447,8 +522,73 @@ pub fn plot(report: &LoadReport, path: &std::path::Path) -> Result<(), String> {
         .border_style(BLACK)
         .background_style(WHITE)
         .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// The orders completed in each second, with the steady rate (and the rate asked for, if any).
+fn plot_throughput(report: &LoadReport, root: &Area<'_>) -> Result<(), String> {
+    use plotters::prelude::*;
+
+    let per_second = &report.throughput.per_second;
+    let seconds = per_second.len().max(1) as f64;
+    let top = per_second
+        .iter()
+        .map(|&n| f64::from(n))
+        .chain(report.rate)
+        .fold(1.0_f64, f64::max);
+    let caption = format!(
+        "orders completed per second: {:.0} steady over the middle {:.0} % of the run",
+        report.throughput.steady,
+        Throughput::STEADY * 100.0
+    );
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..seconds, 0.0..top * 1.1)
         .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+    chart
+        .configure_mesh()
+        .x_desc("seconds from the start")
+        .y_desc("orders/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(per_second.iter().enumerate().map(|(i, &n)| {
+            Rectangle::new(
+                [(i as f64, 0.0), (i as f64 + 1.0, f64::from(n))],
+                BLUE.mix(0.45).filled(),
+            )
+        }))
+        .map_err(|e| e.to_string())?
+        .label("completed in that second")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.mix(0.45).filled()));
+    let levels = [
+        (
+            Some(report.throughput.steady),
+            BLACK.stroke_width(2),
+            "steady rate",
+        ),
+        (report.rate, RED.stroke_width(1), "rate asked for"),
+    ];
+    for (level, style, label) in levels {
+        let Some(level) = level else { continue };
+        chart
+            .draw_series([PathElement::new([(0.0, level), (seconds, level)], style)])
+            .map_err(|e| e.to_string())?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 10, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -470,5 +610,24 @@ mod tests {
         );
         assert_eq!(Percentiles::of(&[]), Percentiles::default());
         assert_eq!(Percentiles::of(&[7.0]).p99, 7.0);
+    }
+
+    #[test]
+    fn throughput_counts_each_second_and_leaves_out_the_start_and_the_drain() {
+        // 10 s: 100 orders a second for the first 9 s, then 20 stragglers in the last one.
+        let mut done_at: Vec<f64> = (0..900).map(|i| f64::from(i) / 100.0).collect();
+        done_at.extend((0..20).map(|i| 9.0 + f64::from(i) / 20.0));
+        let throughput = Throughput::of(&done_at, 10.0);
+        let mut expected = vec![100; 9];
+        expected.push(20);
+        assert_eq!(throughput.per_second, expected);
+        // Seconds 1 to 9: the 800 orders of seconds 1 to 8, none of the drain.
+        assert!((throughput.steady - 100.0).abs() < 1e-9, "{}", throughput.steady);
+        assert_eq!(throughput.slowest_second, 100);
+        done_at.retain(|&at| !(4.0..5.0).contains(&at));
+        assert_eq!(Throughput::of(&done_at, 10.0).slowest_second, 0);
+        // An order seen confirmed just as the clock stopped counts in the last second.
+        assert_eq!(Throughput::of(&[0.5, 2.0], 2.0).per_second, [1, 1]);
+        assert_eq!(Throughput::of(&[], 0.0), Throughput::default());
     }
 }

@@ -361,6 +361,12 @@ async fn load<S: Backend>(
         "{} of {} orders completed in {:.1} s: {:.1} orders/s",
         report.completed, report.orders, report.elapsed_seconds, report.orders_per_second
     );
+    println!(
+        "  steady {:.1} orders/s over the middle {:.0} % of the run; slowest second {} orders",
+        report.throughput.steady,
+        load::Throughput::STEADY * 100.0,
+        report.throughput.slowest_second
+    );
     for (what, p) in [
         ("time to priced", &report.time_to_priced_ms),
         ("time to confirmed", &report.time_to_confirmed_ms),
