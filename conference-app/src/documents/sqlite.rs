@@ -20,6 +20,11 @@ use cqrs_sql::rusqlite::{
 use cqrs_sql::{SqliteReaders, sqlite_error};
 use tokio::sync::Mutex;
 
+use super::{
+    ADVANCE_CHECKPOINT, Checkpoint, DELETE, DROP_CHECKPOINT, DROP_MODEL, DUMP, GET, INSERT_CHECKPOINT,
+    LOAD_CHECKPOINT, LOAD_GENERATIONS, PUT, SET_GENERATION, Writes,
+};
+
 /// How long a statement waits for a lock held by another process (a rebuild, say).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest pause between two attempts at the write lock.
@@ -58,7 +63,7 @@ impl SqliteDocuments {
     }
 
     /// Runs `work` on a reader.
-    pub(super) async fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    async fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.readers.read(work).await
     }
 
@@ -68,7 +73,7 @@ impl SqliteDocuments {
     /// While another process holds the write lock (a rebuild, say), the task sleeps between
     /// attempts, from 1 ms to 50 ms apart, for up to 10 s; then the error is transient. The
     /// other tasks of its thread run meanwhile.
-    pub(super) async fn write<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    async fn write<T>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut writer = self.writer.lock().await;
         let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
         let mut pause = Duration::from_millis(1);
@@ -90,6 +95,103 @@ impl SqliteDocuments {
             pause = (pause * 2).min(MAX_PAUSE);
         }
     }
+}
+
+impl SqliteDocuments {
+    /// Which generation of each model serves.
+    pub(super) async fn generations(&self) -> Result<Vec<(String, i64)>> {
+        self.read(|r| query(r, LOAD_GENERATIONS, &[], |row| Ok((row.get(0)?, row.get(1)?))))
+            .await
+    }
+
+    /// Makes `generation` of `models` the one that serves, in one transaction.
+    pub(super) async fn set_generation(&self, models: &[&str], generation: i64) -> Result<()> {
+        self.write(|tx| {
+            for model in models {
+                execute(tx, SET_GENERATION, &[model, &generation])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes every document stored under `name`; answers how many.
+    pub(super) async fn drop_model(&self, name: &str) -> Result<u64> {
+        Ok(self.write(|tx| execute(tx, DROP_MODEL, &[&name])).await? as u64)
+    }
+
+    /// Deletes the checkpoint `name`.
+    pub(super) async fn drop_checkpoint(&self, name: &str) -> Result<()> {
+        self.write(|tx| execute(tx, DROP_CHECKPOINT, &[&name])).await?;
+        Ok(())
+    }
+
+    /// Every document stored under `name`, as `(key, JSON)`, in key order.
+    pub(super) async fn dump(&self, name: &str) -> Result<Vec<(String, String)>> {
+        self.read(|r| query(r, DUMP, &[&name], |row| Ok((row.get(0)?, row.get(1)?))))
+            .await
+    }
+
+    /// The document `key` stored under `model`.
+    pub(super) async fn get(&self, model: &str, key: &str) -> Result<Option<super::Row>> {
+        self.read(|r| first(r, GET, &[&model, &key], |row| document(row, 0)))
+            .await
+    }
+
+    /// The `(key, document)` pairs that the index lookup `sql` finds for `model` and `value`.
+    pub(super) async fn find(
+        &self,
+        sql: &'static str,
+        model: &str,
+        value: &str,
+    ) -> Result<Vec<(String, super::Row)>> {
+        self.read(|r| {
+            query(r, sql, &[&model, &value], |row| {
+                Ok((row.get(0)?, document(row, 1)?))
+            })
+        })
+        .await
+    }
+
+    /// Applies `writes` and moves `checkpoint`, if any, in one transaction. A checkpoint moved
+    /// by another runner first is a conflict, and nothing is written.
+    pub(super) async fn commit(&self, writes: &Writes, checkpoint: Option<&Checkpoint<'_>>) -> Result<()> {
+        self.write(|tx| {
+            for ((model, key), row) in writes {
+                match row {
+                    Some(row) => execute(tx, PUT, &[model, key, &row.doc, &row.ix1, &row.ix2])?,
+                    None => execute(tx, DELETE, &[model, key])?,
+                };
+            }
+            if let Some(checkpoint) = checkpoint {
+                let (position, read) = checkpoint.stored()?;
+                let moved = match read {
+                    None => execute(tx, INSERT_CHECKPOINT, &[&checkpoint.name, &position])?,
+                    Some(read) => execute(tx, ADVANCE_CHECKPOINT, &[&checkpoint.name, &position, &read])?,
+                };
+                if moved != 1 {
+                    return Err(checkpoint.conflict());
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The stored position of checkpoint `name`.
+    pub(super) async fn checkpoint(&self, name: &str) -> Result<Option<i64>> {
+        self.read(|r| first(r, LOAD_CHECKPOINT, &[&name], |row| row.get(0)))
+            .await
+    }
+}
+
+/// The document in the columns `doc, ix1, ix2` of `row`, from column `first` on.
+fn document(row: &Row<'_>, first: usize) -> cqrs_sql::rusqlite::Result<super::Row> {
+    Ok(super::Row {
+        doc: row.get(first)?,
+        ix1: row.get(first + 1)?,
+        ix2: row.get(first + 2)?,
+    })
 }
 
 /// The names SQLite gives `$1`, `$2`, …: such a parameter is numbered in the order it first
@@ -119,12 +221,12 @@ fn prepared<'c>(db: &'c Connection, sql: &str, values: &[&dyn ToSql]) -> Result<
 }
 
 /// Runs `sql` with `values` (see [`prepared`]); answers how many rows it changed.
-pub(super) fn execute(db: &Connection, sql: &str, values: &[&dyn ToSql]) -> Result<usize> {
+fn execute(db: &Connection, sql: &str, values: &[&dyn ToSql]) -> Result<usize> {
     prepared(db, sql, values)?.raw_execute().map_err(sqlite_error)
 }
 
 /// Runs the query `sql` with `values` (see [`prepared`]), converting each row with `convert`.
-pub(super) fn query<T>(
+fn query<T>(
     db: &Connection,
     sql: &str,
     values: &[&dyn ToSql],
@@ -141,7 +243,7 @@ pub(super) fn query<T>(
 
 /// The first row of the query `sql` with `values` (see [`prepared`]), converted; `None` when
 /// there is none. The rows after it are not stepped.
-pub(super) fn first<T>(
+fn first<T>(
     db: &Connection,
     sql: &str,
     values: &[&dyn ToSql],
@@ -156,6 +258,28 @@ pub(super) fn first<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index lookup seeks its index. A plan that walks the model's documents instead costs
+    /// time in proportion to the model's size, which grows with every order.
+    #[test]
+    fn index_lookups_seek_their_index_on_sqlite() {
+        let db = cqrs_sql::rusqlite::Connection::open_in_memory().unwrap();
+        for statement in super::super::SCHEMA {
+            db.execute(statement, ()).unwrap();
+        }
+        for (sql, index) in [
+            (super::super::FIND_IX1, "rm_documents_ix1"),
+            (super::super::FIND_IX2, "rm_documents_ix2"),
+        ] {
+            let mut explain = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = explain
+                .query_map(("payment", "an order"), |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains(index)), "{sql}: {plan:?}");
+        }
+    }
 
     /// A fresh file with `table`; the directory goes with the returned guard.
     fn documents(table: &str) -> (tempfile::TempDir, SqliteDocuments) {
