@@ -95,9 +95,7 @@ impl SqliteDocuments {
             pause = (pause * 2).min(MAX_PAUSE);
         }
     }
-}
 
-impl SqliteDocuments {
     /// Which generation of each model serves.
     pub(super) async fn generations(&self) -> Result<Vec<(String, i64)>> {
         self.read(|r| query(r, LOAD_GENERATIONS, &[], |row| Ok((row.get(0)?, row.get(1)?))))

@@ -174,8 +174,8 @@ fn stopped() -> Error {
 /// Its statement journals stay in memory (`temp_store = MEMORY`). Every write of a batch runs
 /// inside the batch's transaction, many in a savepoint of their own, so SQLite journals the
 /// pages each one changes in case it has to roll that one back; past 64 KiB of them it spilled
-/// the journal to a temporary file it created for each batch: a quarter of the writer's
-/// `pwrite` calls, for a file deleted at the commit.
+/// the journal to a temporary file it created for each batch: about half of the writer's
+/// `pwrite` calls under load, for a file deleted at the commit.
 fn connect(path: &Path, settings: &Settings) -> Result<Connection> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
