@@ -2,9 +2,11 @@
 
 use cqrs_core::Error;
 
-/// Classifies a database failure: connection-level trouble is transient, the rest permanent.
-/// Unique violations are turned into conflicts by the callers that know the stream.
-pub(crate) fn db(error: sqlx::Error) -> Error {
+/// Classifies a sqlx failure as the stores do: connection-level trouble (a lost connection, a
+/// pool timeout) and a busy SQLite database are transient, the rest permanent. Unique
+/// violations are turned into conflicts by the callers that know the stream. Exported as
+/// [`sqlx_error`](crate::sqlx_error), for an application's own statements on the same databases.
+pub fn db(error: sqlx::Error) -> Error {
     match &error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

@@ -58,6 +58,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use crate::error::db as sqlx_error;
 #[cfg(feature = "postgres")]
 pub use crate::postgres::{PgOptions, PgStore};
 #[cfg(feature = "sqlite")]

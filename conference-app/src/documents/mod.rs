@@ -48,6 +48,18 @@ enum Db {
     Postgres(Arc<PostgresDocuments>),
 }
 
+/// Runs `$call` on the database of `$db` as `$dialect`: [`SqliteDocuments`] and
+/// [`PostgresDocuments`] offer the same operations, each running the shared statements its own
+/// way.
+macro_rules! on_db {
+    ($db:expr, $dialect:ident => $call:expr) => {
+        match $db {
+            Db::Sqlite($dialect) => $call,
+            Db::Postgres($dialect) => $call,
+        }
+    };
+}
+
 const SCHEMA: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS rm_documents (
         model TEXT NOT NULL,
@@ -244,10 +256,7 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn refresh_generations(&self) -> Result<bool> {
-        let rows = match &self.db {
-            Db::Sqlite(db) => db.generations().await?,
-            Db::Postgres(db) => db.generations().await?,
-        };
+        let rows = on_db!(&self.db, db => db.generations().await?);
         let fresh: HashMap<String, i64> = rows.into_iter().collect();
         let mut generations = self
             .generations
@@ -278,10 +287,7 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn switch_generation(&self, models: &[&str], generation: i64) -> Result<()> {
-        match &self.db {
-            Db::Sqlite(db) => db.set_generation(models, generation).await?,
-            Db::Postgres(db) => db.set_generation(models, generation).await?,
-        }
+        on_db!(&self.db, db => db.set_generation(models, generation).await?);
         let mut generations = self
             .generations
             .write()
@@ -300,10 +306,7 @@ impl Documents {
     /// Database failures.
     pub async fn drop_generation(&self, model: &str, generation: i64) -> Result<u64> {
         let name = physical_name(model, generation);
-        match &self.db {
-            Db::Sqlite(db) => db.drop_model(&name).await,
-            Db::Postgres(db) => db.drop_model(&name).await,
-        }
+        on_db!(&self.db, db => db.drop_model(&name).await)
     }
 
     /// Forgets the checkpoint `name`.
@@ -311,10 +314,7 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn drop_checkpoint(&self, name: &str) -> Result<()> {
-        match &self.db {
-            Db::Sqlite(db) => db.drop_checkpoint(name).await,
-            Db::Postgres(db) => db.drop_checkpoint(name).await,
-        }
+        on_db!(&self.db, db => db.drop_checkpoint(name).await)
     }
 
     /// Every document of `model` (the generation this handle reads), as `(key, JSON)`, in key
@@ -324,10 +324,7 @@ impl Documents {
     /// Database failures.
     pub async fn dump(&self, model: &str) -> Result<Vec<(String, String)>> {
         let name = self.physical(model);
-        match &self.db {
-            Db::Sqlite(db) => db.dump(&name).await,
-            Db::Postgres(db) => db.dump(&name).await,
-        }
+        on_db!(&self.db, db => db.dump(&name).await)
     }
 
     /// A handle that buffers its writes until [`CheckpointStore::save_checkpoint`]: what a
@@ -370,10 +367,7 @@ impl Documents {
         if let Some(pending) = self.overlay().and_then(|o| o.get(&id).cloned()) {
             return pending.map(|row| row.decode()).transpose();
         }
-        let row = match &self.db {
-            Db::Sqlite(db) => db.get(&model, key).await?,
-            Db::Postgres(db) => db.get(&model, key).await?,
-        };
+        let row = on_db!(&self.db, db => db.get(&model, key).await?);
         row.map(|row| row.decode()).transpose()
     }
 
@@ -387,10 +381,7 @@ impl Documents {
             Index::One => FIND_IX1,
             Index::Two => FIND_IX2,
         };
-        let stored = match &self.db {
-            Db::Sqlite(db) => db.find(sql, &model, value).await?,
-            Db::Postgres(db) => db.find(sql, &model, value).await?,
-        };
+        let stored = on_db!(&self.db, db => db.find(sql, &model, value).await?);
         let mut rows: std::collections::BTreeMap<String, Row> = stored.into_iter().collect();
         if let Some(overlay) = self.overlay() {
             for writes in [&overlay.committed, &overlay.current] {
@@ -443,10 +434,7 @@ impl Documents {
     /// one transaction; then tells the waiters. When another process moved the checkpoint
     /// first, nothing is written and the answer is a conflict.
     async fn commit(&self, writes: &Writes, checkpoint: Option<Checkpoint<'_>>) -> Result<()> {
-        match &self.db {
-            Db::Sqlite(db) => db.commit(writes, checkpoint.as_ref()).await?,
-            Db::Postgres(db) => db.commit(writes, checkpoint.as_ref()).await?,
-        }
+        on_db!(&self.db, db => db.commit(writes, checkpoint.as_ref()).await?);
         self.changes.committed(
             checkpoint.map(|c| (c.name, c.position)),
             writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
@@ -491,10 +479,7 @@ impl Documents {
     /// # Errors
     /// Database failures.
     pub async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
-        let position = match &self.db {
-            Db::Sqlite(db) => db.checkpoint(name).await?,
-            Db::Postgres(db) => db.checkpoint(name).await?,
-        };
+        let position = on_db!(&self.db, db => db.checkpoint(name).await?);
         position
             .map(|p| u64::try_from(p).map_err(Error::permanent))
             .transpose()

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{Error, Result};
+use cqrs_core::Result;
+use cqrs_sql::sqlx_error as db_error;
 use sqlx::Row as _;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 
@@ -279,17 +280,5 @@ fn row(row: &PgRow, first: usize) -> Row {
         doc: row.get(first),
         ix1: row.get(first + 1),
         ix2: row.get(first + 2),
-    }
-}
-
-/// The error for a failed statement: transient when the database could not be reached or was
-/// busy, permanent otherwise.
-fn db_error(error: sqlx::Error) -> Error {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Error::transient(error),
-        sqlx::Error::Database(e) if e.message().contains("locked") || e.message().contains("busy") => {
-            Error::transient(e.message().to_owned())
-        }
-        other => Error::permanent(other),
     }
 }
