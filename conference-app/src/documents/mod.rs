@@ -6,12 +6,12 @@
 //! reads, until the projection saves its checkpoint; then the writes and the checkpoint commit
 //! in one transaction. An event is therefore applied exactly once, whatever the point of a
 //! crash (`DESIGN.md` guarantee 3). Every commit tells the waiting requests of this process
-//! what it wrote and where its checkpoint got to (see [`changes`]); on PostgreSQL a commit is
+//! what it wrote and where its checkpoint got to (see `changes`); on PostgreSQL a commit is
 //! also announced with `NOTIFY`, so the long polls of a `web` process wake when a `worker`
 //! process commits.
 //!
 //! This module holds what both databases share (the statements, generations, the projections'
-//! unit of work); [`sqlite`] and [`postgres`] run the statements, each its own way.
+//! unit of work); `sqlite` and `postgres` run the statements, each its own way.
 
 mod changes;
 mod postgres;

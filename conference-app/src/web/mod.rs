@@ -6,9 +6,9 @@
 //! API cannot drift apart. Forms post back to the page they came from; a field error is shown
 //! beside its field, a 409 as a message at the top, and nothing changes.
 //!
-//! - [`registrant`]: the conference list, the register page, checkout, the simulated payment
+//! - `registrant`: the conference list, the register page, checkout, the simulated payment
 //!   processor, the success and seat-assignment pages, "find my order", the expired order;
-//! - [`admin`]: the organizer's pages, behind the admin token (kept in a `SameSite=Strict`
+//! - `admin`: the organizer's pages, behind the admin token (kept in a `SameSite=Strict`
 //!   cookie after the sign-in form).
 
 mod admin;

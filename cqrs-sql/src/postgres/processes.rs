@@ -109,7 +109,7 @@ impl ProcessStore for PgStore {
             .transpose()
     }
 
-    /// One statement ([`sql::SAVE_PROCESS`]); on a conflict, a second one reads the version
+    /// One statement (`sql::SAVE_PROCESS`); on a conflict, a second one reads the version
     /// that is there, for the error.
     async fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> Result<i64> {
         let expected = record.version;

@@ -210,7 +210,7 @@ impl MessageQueue for PgStore {
     }
 
     /// The completions and the session's next messages in one statement
-    /// ([`sql::COMPLETE_AND_NEXT`]). The other consumers are woken only when this one took
+    /// (`sql::COMPLETE_AND_NEXT`). The other consumers are woken only when this one took
     /// nothing: while it holds the session, its completions free nothing for them.
     async fn complete_and_next(&self, completed: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
         let Some(last) = completed.last() else {
