@@ -3,8 +3,10 @@
 use cqrs_core::Error;
 
 /// Classifies a sqlx failure as the stores do: connection-level trouble (a lost connection, a
-/// pool timeout) and a busy SQLite database are transient, the rest permanent. Unique
-/// violations are turned into conflicts by the callers that know the stream. Exported as
+/// pool timeout), a busy SQLite database and a PostgreSQL error that a retry can get past (the
+/// server shutting down or not yet accepting connections, a serialization failure, a
+/// deadlock, too many connections) are transient; the rest is permanent. Unique violations
+/// are turned into conflicts by the callers that know the stream. Exported as
 /// [`sqlx_error`](crate::sqlx_error), for an application's own statements on the same databases.
 pub fn db(error: sqlx::Error) -> Error {
     match &error {
@@ -13,18 +15,46 @@ pub fn db(error: sqlx::Error) -> Error {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Error::transient(error),
-        sqlx::Error::Database(e) if is_busy(e.as_ref()) => Error::transient(error),
+        sqlx::Error::Database(e) if is_busy(e.as_ref()) || is_passing(e.as_ref()) => Error::transient(error),
         _ => Error::permanent(error),
     }
 }
 
 /// SQLite reports a locked database with primary result codes 5 (`SQLITE_BUSY`) and 6
-/// (`SQLITE_LOCKED`), extended codes keep the primary code in their low byte.
+/// (`SQLITE_LOCKED`); extended codes keep the primary code in their low byte. Only SQLite's
+/// codes are read so: PostgreSQL's are SQLSTATEs, and `42501` (insufficient privilege) has a
+/// low byte of 5 too.
+#[cfg(feature = "sqlite")]
 fn is_busy(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && error
+            .code()
+            .and_then(|code| code.parse::<i64>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn is_busy(_: &dyn sqlx::error::DatabaseError) -> bool {
+    false
+}
+
+/// The PostgreSQL errors that pass: class 08 (connection exception), `40001` (serialization
+/// failure), `40P01` (deadlock detected), `53300` (too many connections) and class 57P
+/// (`admin_shutdown`, `crash_shutdown`, `cannot_connect_now`, …: the server going down or
+/// coming up).
+#[cfg(feature = "postgres")]
+fn is_passing(error: &dyn sqlx::error::DatabaseError) -> bool {
     error
-        .code()
-        .and_then(|code| code.parse::<i64>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+        && error.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || matches!(&*code, "40001" | "40P01" | "53300")
+        })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn is_passing(_: &dyn sqlx::error::DatabaseError) -> bool {
+    false
 }
 
 /// Whether `error` is a unique-key violation.

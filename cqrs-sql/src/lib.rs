@@ -45,10 +45,12 @@
 //!
 //! ## Faults
 //!
-//! A lost connection, a pool timeout or a busy database is reported as a transient error
-//! (`Error::is_transient`), which the retry decorator and processors retry; a unique-key
-//! violation on an append or a process save is a conflict; bytes that do not decode are a codec
-//! error, never a panic.
+//! A lost connection, a pool timeout, a busy SQLite database or a PostgreSQL server that is
+//! shutting down, starting or out of connections (and a serialization failure or deadlock) is
+//! reported as a transient error (`Error::is_transient`), which the retry decorator and
+//! processors retry, and [`sqlx_error`] classifies an application's own statements the same
+//! way. A unique-key violation on an append or a process save is a conflict; bytes that do not
+//! decode are a codec error, never a panic.
 
 mod error;
 mod group;

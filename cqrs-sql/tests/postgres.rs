@@ -315,3 +315,68 @@ async fn leases_are_exclusive_and_a_dead_holder_loses_its_lease() {
     let taken = other.try_acquire("relay").await.unwrap();
     assert!(taken.is_some(), "another holder takes the lease over");
 }
+
+/// `cqrs_sql::sqlx_error` on PostgreSQL's own failures: a server that ends the connection
+/// (`57P01`, as when it shuts down) is worth a retry; a refused privilege (`42501`) and a unique
+/// violation (`23505`) are not.
+#[tokio::test]
+async fn postgres_errors_are_classified_by_their_sqlstate() {
+    use sqlx::Connection as _;
+
+    let _shared = CLUSTER.read().await;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let schema = support::fresh_schema("errors");
+    let role = format!("{schema}_nobody");
+    let setup = format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.t (id INTEGER PRIMARY KEY); \
+         INSERT INTO {schema}.t VALUES (1); CREATE ROLE {role} NOLOGIN"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let duplicate = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("INSERT INTO {schema}.t VALUES (1)")))
+        .execute(&mut admin)
+        .await
+        .unwrap_err();
+    assert!(!cqrs_sql::sqlx_error(duplicate).is_transient());
+
+    let mut nobody = sqlx::PgConnection::connect(&url).await.unwrap();
+    let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET ROLE {role}; SELECT id FROM {schema}.t"
+    )))
+    .execute(&mut nobody)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42501")
+    );
+    let refused = cqrs_sql::sqlx_error(refused);
+    assert!(!refused.is_transient(), "{refused}");
+
+    let mut doomed = sqlx::PgConnection::connect(&url).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut doomed)
+        .await
+        .unwrap();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    let ended = sqlx::query("SELECT 1").execute(&mut doomed).await.unwrap_err();
+    let ended = cqrs_sql::sqlx_error(ended);
+    assert!(ended.is_transient(), "{ended}");
+
+    let teardown = format!("DROP SCHEMA {schema} CASCADE; DROP ROLE {role}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(teardown))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
