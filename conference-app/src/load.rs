@@ -245,7 +245,7 @@ async fn registrant(client: &Client, conference: &str, seat_type: &str, n: usize
         .await?;
     flow.priced_ms = started.elapsed().as_secs_f64() * 1e3;
     let registrant = json!({ "first_name": "Load", "last_name": format!("Tester {n}"), "email": format!("load{n}@example.org") });
-    client
+    let assigned = client
         .call(
             &mut flow,
             "PUT registrant",
@@ -254,8 +254,11 @@ async fn registrant(client: &Client, conference: &str, seat_type: &str, n: usize
             Some(registrant),
         )
         .await?;
-    let version = priced["version"].as_i64().unwrap_or(-1);
-    client
+    let version = assigned["order_version"]
+        .as_i64()
+        .or_else(|| priced["version"].as_i64())
+        .unwrap_or(-1);
+    let reserved = client
         .order_until(&mut flow, "GET order (reserved)", &order_id, version, |o| {
             o["state"] == "reservation_completed" && o["registrant"].is_object()
         })
@@ -281,8 +284,10 @@ async fn registrant(client: &Client, conference: &str, seat_type: &str, n: usize
             None,
         )
         .await?;
+    // The confirmation comes after the order as last seen: wait past that version.
+    let version = reserved["version"].as_i64().unwrap_or(-1);
     client
-        .order_until(&mut flow, "GET order (confirmed)", &order_id, -1, |o| {
+        .order_until(&mut flow, "GET order (confirmed)", &order_id, version, |o| {
             o["state"] == "confirmed"
         })
         .await?;

@@ -34,7 +34,7 @@ async fn full_flow<S: Backend>(h: Harness<S>) {
     let reserved = h.order_in(&order_id, "reservation_completed").await;
     assert_eq!(reserved["lines"][0]["reserved"], 3);
     let registrant = json!({ "first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.org" });
-    let (status, _) = h
+    let (status, assigned) = h
         .call(
             "PUT",
             &format!("/api/orders/{order_id}/registrant"),
@@ -43,6 +43,10 @@ async fn full_flow<S: Backend>(h: Harness<S>) {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    let after = assigned["order_version"].as_i64().unwrap();
+    assert!(after >= reserved["version"].as_i64().unwrap(), "{assigned}");
+    let shown = h.order(&order_id, after).await;
+    assert_eq!(shown["registrant"]["email"], "ada@example.org", "{shown}");
     let (status, payment) = h
         .call("POST", &format!("/api/orders/{order_id}/payment"), None, false)
         .await;

@@ -173,18 +173,25 @@ pub(crate) async fn place<S: Backend>(
         .iter()
         .map(|s| SeatQuantity::new(s.seat_type_id, s.quantity))
         .collect();
-    let order_id = request.order_id.unwrap_or_else(Uuid::now_v7);
+    // An id made here is a new order's: it holds nothing, and no draft need be read.
+    let (order_id, existing) = match request.order_id {
+        Some(id) => (id, true),
+        None => (Uuid::now_v7(), false),
+    };
     let command = RegisterToConference::new(order_id, conference.id, seats);
     command.validate()?;
 
     // What this order already holds counts as available to it.
-    let held: HashMap<Uuid, i32> = app
-        .system
-        .documents
-        .draft_order(order_id)
-        .await?
-        .map(|d| d.lines.iter().map(|l| (l.seat_type, l.reserved_seats)).collect())
-        .unwrap_or_default();
+    let held: HashMap<Uuid, i32> = if existing {
+        app.system
+            .documents
+            .draft_order(order_id)
+            .await?
+            .map(|d| d.lines.iter().map(|l| (l.seat_type, l.reserved_seats)).collect())
+            .unwrap_or_default()
+    } else {
+        HashMap::new()
+    };
     let short = request.seats.iter().any(|line| {
         let available = seat_types
             .iter()
@@ -392,12 +399,13 @@ pub(crate) struct Registrant {
     pub(crate) email: String,
 }
 
-/// `PUT /api/orders/{order_id}/registrant`.
+/// `PUT /api/orders/{order_id}/registrant`: answers, like placing an order, the version to
+/// wait past for the order's view to show the registrant.
 pub(crate) async fn registrant<S: Backend>(
     State(app): State<App<S>>,
     path: Result<Path<Uuid>, PathRejection>,
     body: Result<Json<Registrant>, JsonRejection>,
-) -> Answer<StatusCode> {
+) -> Answer<(StatusCode, Json<Value>)> {
     let Path(order_id) = path?;
     let Json(registrant) = body?;
     let command = AssignRegistrantDetails::new(
@@ -411,7 +419,8 @@ pub(crate) async fn registrant<S: Backend>(
         return Err(ApiError::not_found(format!("No order {order_id}.")));
     }
     send(&app, command).await?;
-    Ok(StatusCode::ACCEPTED)
+    let version = order_version(&app, order_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "order_version": version }))))
 }
 
 /// `POST /api/orders/{order_id}/payment`: confirms a free order, or starts a payment.
