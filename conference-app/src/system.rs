@@ -28,9 +28,10 @@ use conference_domain::seats_availability::SeatsAvailabilityHandler;
 use cqrs_core::transport::subscription_queue;
 use cqrs_core::{
     Backoff, BusBuilder, CatchUp, CommandDispatcher, DeadLetters, Envelope, EventBus, EventDispatcher,
-    EventOutbox, EventStore, InboxStore, Leases, LocalFirst, MementoCache, MementoPolicy, MessageFilter,
-    MessageQueue, Metrics, Partitioned, ProcessStore, Processor, ProcessorConfig, Publisher, QueueBus,
-    QueueDepths, Relay, Repository, Result, SharedClock, SharedLog, TopicBus, Topics, run_under_lease,
+    EventOutbox, EventStore, InboxStore, Leases, LimitConfig, LocalFirst, MementoCache, MementoPolicy,
+    MessageFilter, MessageQueue, Metrics, Partitioned, ProcessStore, Processor, ProcessorConfig, Publisher,
+    QueueBus, QueueDepths, Relay, Repository, Result, SharedClock, SharedLog, TopicBus, Topics,
+    run_under_lease,
 };
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -161,6 +162,22 @@ pub fn projection_models(name: &str) -> Result<&'static [&'static str]> {
 /// How long a projection's checkpoint may stay unstored while its pages write nothing (a
 /// commit per page would cost a durable write per published batch, per projection).
 const SKIPPED_CHECKPOINTS: Duration = Duration::from_millis(500);
+
+/// The subscriptions' processors: up to 256 sessions at once. Nearly every stream is a
+/// session of its own (an order, a payment), and a handler spends most of its time waiting
+/// for its writes, which commit together: at 1,000 orders/s, about 4,000 registration events a
+/// second, the default 64 left hundreds of them waiting and added a quarter of a second to
+/// each order's confirmation.
+fn subscription_config() -> ProcessorConfig {
+    ProcessorConfig {
+        batch_size: 128,
+        limit: LimitConfig {
+            max: 256,
+            ..LimitConfig::default()
+        },
+        ..ProcessorConfig::default()
+    }
+}
 
 /// The checkpoint of a projection's generation.
 pub fn checkpoint_name(projection: &str, generation: i64) -> String {
@@ -490,7 +507,7 @@ impl<S: Backend> System<S> {
                 subscription_queue(EVENTS, name),
                 Arc::new(Partitioned::new(dispatcher, key)),
                 self.clock.clone(),
-                ProcessorConfig::default(),
+                subscription_config(),
             );
             let done = stopped();
             tasks.spawn(async move { processor.run_until(done).await });
