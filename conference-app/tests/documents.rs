@@ -297,3 +297,80 @@ async fn on_postgres_a_commit_wakes_the_other_processes_waiters_of_what_it_wrote
         "a waiter of another document sleeps on"
     );
 }
+
+#[tokio::test]
+async fn on_sqlite_another_process_s_commit_is_read_at_once() {
+    let (dir, documents) = open().await;
+    documents.put("m", "k", row("v1", "x")).await.unwrap();
+    assert_eq!(
+        documents.get::<String>("m", "k").await.unwrap().as_deref(),
+        Some("v1")
+    );
+    assert_eq!(documents.get::<String>("m", "absent").await.unwrap(), None);
+    // Another handle on the same file (the load tool, a rebuild) commits without telling this
+    // one: no cache may hide it.
+    let other = Documents::open_sqlite(&dir.path().join("read_models.db"))
+        .await
+        .unwrap();
+    other.put("m", "k", row("v2", "x")).await.unwrap();
+    other.put("m", "absent", row("there", "x")).await.unwrap();
+    assert_eq!(
+        documents.get::<String>("m", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        documents.get::<String>("m", "absent").await.unwrap().as_deref(),
+        Some("there")
+    );
+}
+
+#[tokio::test]
+async fn on_postgres_a_document_read_stays_cached_until_a_commit_anywhere_writes_it() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let web = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let mut watching = web.watch(&["m"], "k");
+    assert_eq!(web.get::<String>("m", "k").await.unwrap(), None);
+    watching.mark_seen();
+    worker.put("m", "k", row("v1", "x")).await.unwrap();
+    tokio::time::timeout(wait, watching.changed())
+        .await
+        .expect("the announcement arrives");
+    assert_eq!(
+        web.get::<String>("m", "k").await.unwrap().as_deref(),
+        Some("v1"),
+        "the announcement dropped the absent document read before"
+    );
+    // Written behind every process's back (no announcement): the web still shows what it read.
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{schema}\".rm_documents SET doc = '\"unseen\"' WHERE model = 'm' AND key = 'k'"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    assert_eq!(web.get::<String>("m", "k").await.unwrap().as_deref(), Some("v1"));
+    // A commit naming too many documents for its announcement drops every cached one.
+    let unit = worker.unit_of_work();
+    let handler = unit.wrap(Writer {
+        documents: unit.documents().clone(),
+    });
+    assert_eq!(unit.load_checkpoint("bulk").await.unwrap(), None);
+    for i in 0..300 {
+        let id = format!("a-rather-long-document-key-{i:04}");
+        handler.handle(&event(&id)).await.unwrap();
+    }
+    watching.mark_seen();
+    unit.save_checkpoint("bulk", 300).await.unwrap();
+    tokio::time::timeout(wait, watching.changed())
+        .await
+        .expect("an announcement without names wakes every waiter");
+    assert_eq!(
+        web.get::<String>("m", "k").await.unwrap().as_deref(),
+        Some("unseen"),
+        "read again after an announcement that named no documents"
+    );
+}

@@ -11,12 +11,19 @@
 //! - a commit in another process (PostgreSQL's `NOTIFY`) is an [`Announcement`] naming its
 //!   checkpoint and the documents it wrote, and wakes their waiters alone. Without the names
 //!   (too many for a notification) every waiter wakes.
+//!
+//! On PostgreSQL the same knowledge keeps a cache of documents read ([`Cached`]): a document
+//! stays cached until a commit of this process writes it or another process's announcement
+//! names it (or names nothing), so the web process reads a conference once, not at every
+//! long poll.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dashmap::DashMap;
 use tokio::sync::watch;
+
+use super::Row;
 
 /// The commits seen by this process: a counter, the checkpoints, and the watched documents.
 #[derive(Debug)]
@@ -27,6 +34,8 @@ pub(super) struct Changes {
     checkpoints: RwLock<HashMap<String, u64>>,
     /// `"<model>/<key>"` → a counter bumped when a commit writes that document.
     watched: DashMap<String, watch::Sender<u64>>,
+    /// Documents read, as the database held them after every commit known to have written them.
+    cached: Mutex<Cached>,
 }
 
 impl Default for Changes {
@@ -35,7 +44,40 @@ impl Default for Changes {
             commits: watch::channel(0).0,
             checkpoints: RwLock::default(),
             watched: DashMap::new(),
+            cached: Mutex::default(),
         }
+    }
+}
+
+/// Documents read from the database, by watch key: each with the generation's name it was read
+/// from and the row (`None`: there was none).
+///
+/// A read that began before a commit wrote its document may return the row from before; it
+/// is cached only if nothing was dropped from the cache since the read began (`epoch`), and
+/// whatever a commit drops afterwards goes with the rest. So a cached row is never older than
+/// the last commit this process knows of: one that a waiter's checkpoint already counts is
+/// always read again.
+#[derive(Debug, Default)]
+pub(super) struct Cached {
+    rows: HashMap<String, (String, Option<Row>)>,
+    /// Bumped whenever rows are dropped.
+    epoch: u64,
+}
+
+impl Cached {
+    /// The most documents kept; past it the cache starts again empty.
+    const MAX_ROWS: usize = 16_384;
+
+    fn drop_rows<'a>(&mut self, watch_keys: impl IntoIterator<Item = &'a str>) {
+        self.epoch += 1;
+        for key in watch_keys {
+            self.rows.remove(key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.epoch += 1;
+        self.rows.clear();
     }
 }
 
@@ -133,27 +175,40 @@ impl Changes {
         *known = (*known).max(position);
     }
 
-    /// A commit of this process: its checkpoint, then the waiters of the documents it wrote,
-    /// then everyone on the commit counter.
+    /// A commit of this process: the documents it wrote leave the cache, then its checkpoint,
+    /// then the waiters of those documents, then everyone on the commit counter.
     pub(super) fn committed<'a>(
         &self,
         checkpoint: Option<(&str, u64)>,
         documents: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
+        let keys: Vec<String> = documents
+            .into_iter()
+            .map(|(model, key)| watch_key(model, key))
+            .collect();
+        if !keys.is_empty() {
+            self.cache().drop_rows(keys.iter().map(String::as_str));
+        }
         if let Some((name, position)) = checkpoint {
             self.checkpoint_reached(name, position);
         }
         if !self.watched.is_empty() {
-            for (model, key) in documents {
-                self.wake(&watch_key(model, key));
+            for key in &keys {
+                self.wake(key);
             }
         }
         self.commits.send_modify(|n| *n += 1);
     }
 
-    /// A commit of another process: its checkpoint, then the waiters of the documents it
-    /// names (every waiter when it names none), then everyone on the commit counter.
+    /// A commit of another process: the documents it names leave the cache (every document,
+    /// when it names none), then its checkpoint, then their waiters (every waiter), then
+    /// everyone on the commit counter.
     pub(super) fn committed_elsewhere(&self, announcement: &Announcement<'_>) {
+        match &announcement.documents {
+            Some(keys) if keys.is_empty() => {}
+            Some(keys) => self.cache().drop_rows(keys.iter().copied()),
+            None => self.cache().clear(),
+        }
         if let Some((name, position)) = announcement.checkpoint {
             self.checkpoint_reached(name, position);
         }
@@ -168,6 +223,43 @@ impl Changes {
         }
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached
+            .lock()
+            .expect("the document cache's lock is never poisoned")
+    }
+
+    /// The cached row of the document `key` of the generation `model`: `Some(None)` when it
+    /// was read absent, `None` when it is not cached.
+    pub(super) fn cached(&self, model: &str, key: &str) -> Option<Option<Row>> {
+        let cache = self.cache();
+        let (read_from, row) = cache.rows.get(&watch_key(model, key))?;
+        (read_from == model).then(|| row.clone())
+    }
+
+    /// What a read beginning now passes to [`remember`](Self::remember).
+    pub(super) fn epoch(&self) -> u64 {
+        self.cache().epoch
+    }
+
+    /// Caches what a read that began at `epoch` found, unless rows were dropped since.
+    pub(super) fn remember(&self, epoch: u64, model: &str, key: &str, row: Option<Row>) {
+        let mut cache = self.cache();
+        if cache.epoch != epoch {
+            return;
+        }
+        if cache.rows.len() >= Cached::MAX_ROWS {
+            cache.rows.clear();
+        }
+        cache.rows.insert(watch_key(model, key), (model.to_owned(), row));
+    }
+
+    /// Empties the cache: a checkpoint read from the database may count commits whose
+    /// announcements have not arrived yet.
+    pub(super) fn forget_documents(&self) {
+        self.cache().clear();
+    }
+
     fn wake(&self, watch_key: &str) {
         if let Some(waiters) = self.watched.get(watch_key) {
             waiters.send_modify(|n| *n += 1);
@@ -177,6 +269,7 @@ impl Changes {
     /// What was known may be stale (notifications were lost, a generation switched): forget
     /// the checkpoints, so they are read again, and wake every waiter.
     pub(super) fn forget(&self) {
+        self.cache().clear();
         self.checkpoints
             .write()
             .expect("the checkpoints lock is never poisoned")
@@ -375,6 +468,35 @@ mod tests {
 
         let before = Announcement::read("s1\nname\nnot-a-number", "s1").expect("this schema's");
         assert_eq!((before.checkpoint, before.documents), (None, None));
+    }
+
+    #[test]
+    fn a_read_that_a_commit_overtook_is_not_cached_and_commits_drop_what_they_name() {
+        let changes = Changes::default();
+        let row = |v: &str| Some(Row::new(&v.to_owned(), None, None).unwrap());
+        // Read before a commit wrote the document, remembered after: not cached.
+        let epoch = changes.epoch();
+        changes.committed(None, [("m", "a")]);
+        changes.remember(epoch, "m", "a", row("old"));
+        assert_eq!(changes.cached("m", "a"), None);
+        // Read after it: cached, for the generation read only.
+        changes.remember(changes.epoch(), "m", "a", row("new"));
+        changes.remember(changes.epoch(), "m", "b", None);
+        assert_eq!(changes.cached("m", "a"), Some(row("new")));
+        assert_eq!(changes.cached("m", "b"), Some(None));
+        assert_eq!(changes.cached("m@1", "a"), None);
+        // This process's commit drops what it wrote; another's, what it names.
+        changes.committed(Some(("p", 1)), [("m", "a")]);
+        assert_eq!(changes.cached("m", "a"), None);
+        assert_eq!(changes.cached("m", "b"), Some(None));
+        let named = Announcement::write("s", None, [("m@1", "b")]);
+        changes.committed_elsewhere(&Announcement::read(&named, "s").unwrap());
+        assert_eq!(changes.cached("m", "b"), None);
+        // An announcement without names drops everything.
+        changes.remember(changes.epoch(), "m", "c", row("c"));
+        let unnamed = "s\n\n\n";
+        changes.committed_elsewhere(&Announcement::read(unnamed, "s").unwrap());
+        assert_eq!(changes.cached("m", "c"), None);
     }
 
     #[test]

@@ -367,7 +367,20 @@ impl Documents {
         if let Some(pending) = self.overlay().and_then(|o| o.get(&id).cloned()) {
             return pending.map(|row| row.decode()).transpose();
         }
+        // Only on PostgreSQL, where every process's commits are announced to every other:
+        // another process's commit to a SQLite file is not (the load tool, a rebuild), and
+        // SQLite's reads are in-process anyway. Not for a projection's own reads (it reads
+        // what it will overwrite, and under another runner's commits not yet announced the
+        // cache could be behind), nor for a pinned handle (a rebuild's generation).
+        let cached = matches!(self.db, Db::Postgres(_)) && self.overlay.is_none() && self.pinned.is_none();
+        if cached && let Some(row) = self.changes.cached(&model, key) {
+            return row.map(|row| row.decode()).transpose();
+        }
+        let epoch = self.changes.epoch();
         let row = on_db!(&self.db, db => db.get(&model, key).await?);
+        if cached {
+            self.changes.remember(epoch, &model, key, row.clone());
+        }
         row.map(|row| row.decode()).transpose()
     }
 
@@ -468,6 +481,9 @@ impl Documents {
             return Ok(Some(position));
         }
         let position = self.checkpoint(name).await?;
+        // The database may count commits this process has not heard of yet, whose documents
+        // could still be cached as they were before.
+        self.changes.forget_documents();
         if let Some(position) = position {
             self.changes.checkpoint_reached(name, position);
         }
