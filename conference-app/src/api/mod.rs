@@ -29,6 +29,8 @@ pub struct AppState<S: Backend> {
     pub system: Arc<System<S>>,
     /// The admin's bearer token.
     pub admin_token: String,
+    /// The order events this process has read, for the long polls.
+    pub(crate) known_events: orders::KnownEvents,
 }
 
 impl<S: Backend> std::fmt::Debug for AppState<S> {
@@ -91,7 +93,11 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
 /// The API's routes over `system`, with `admin_token` guarding the admin routes, and the web
 /// site's pages (see [`crate::web`]) on the same state.
 pub fn router<S: Backend>(system: Arc<System<S>>, admin_token: String) -> Router {
-    let state: App<S> = Arc::new(AppState { system, admin_token });
+    let state: App<S> = Arc::new(AppState {
+        system,
+        admin_token,
+        known_events: orders::KnownEvents::default(),
+    });
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/conferences", get(orders::conferences::<S>))

@@ -20,6 +20,7 @@ use conference_domain::read_model::{
 };
 use conference_domain::values::{INVALID_EMAIL, PersonalInfo, SeatQuantity, is_valid_email};
 use cqrs_core::{Aggregate, Command, CommandBus, Envelope, EventReader, Repository, StreamId};
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -116,12 +117,56 @@ pub(crate) struct PlaceOrder {
     pub(crate) seats: Vec<SeatRequest>,
 }
 
+/// The `(version, position)` of the events of each order that this process has read, from
+/// version 0 on: a long poll starts from them instead of reading the order's stream from the
+/// start again. Stored events never change, so what is known stays true.
+#[derive(Debug, Default)]
+pub(crate) struct KnownEvents {
+    orders: DashMap<Uuid, Vec<(i64, u64)>>,
+}
+
+impl KnownEvents {
+    /// The most orders remembered; past it the memory starts again empty.
+    const MAX_ORDERS: usize = 65_536;
+
+    fn of(&self, order_id: Uuid) -> Vec<(i64, u64)> {
+        self.orders.get(&order_id).map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Remembers `events` (the order's from version 0) if they are more than is known.
+    fn learned(&self, order_id: Uuid, events: &[(i64, u64)]) {
+        if events.is_empty() {
+            return;
+        }
+        if self.orders.len() >= Self::MAX_ORDERS {
+            self.orders.clear();
+        }
+        let mut known = self.orders.entry(order_id).or_default();
+        if known.len() < events.len() {
+            known.clear();
+            known.extend_from_slice(events);
+        }
+    }
+}
+
+/// Reads the order's events after `events` (its events from version 0, as far as known) onto
+/// them, and remembers them.
+async fn read_on<S: Backend>(app: &App<S>, order_id: Uuid, events: &mut Vec<(i64, u64)>) -> Answer<()> {
+    let stream = StreamId::for_aggregate(Order::TYPE, order_id);
+    let from = events.last().map_or(0, |&(version, _)| version + 1);
+    let tail = EventReader::load(&app.system.store, &stream, from).await?;
+    if !tail.is_empty() {
+        events.extend(tail.iter().map(|e| (e.version, e.position)));
+        app.known_events.learned(order_id, events);
+    }
+    Ok(())
+}
+
 /// The version the client waits past: the version of the order before the change it caused.
 async fn order_version<S: Backend>(app: &App<S>, order_id: Uuid) -> Answer<i64> {
-    let order = Repository::<Order, _>::new(app.system.store.clone())
-        .find(order_id)
-        .await?;
-    Ok(order.map_or(-1, |o| o.version() - 1))
+    let mut events = app.known_events.of(order_id);
+    read_on(app, order_id, &mut events).await?;
+    Ok(events.last().map_or(-1, |&(version, _)| version - 1))
 }
 
 /// `POST /api/conferences/{code}/orders`: validates, checks the cached availability, sends
@@ -234,7 +279,7 @@ struct OrderView {
 /// stream at or below both projections' checkpoints. Each model handles only some of the
 /// order's events, so neither model's own version says this. The checkpoints come from what this
 /// process knows of the commits (no query); the stream is read again only once the projections
-/// have passed all of it that is known.
+/// have passed all of it that is known ([`KnownEvents`] included).
 struct Progress {
     order_id: Uuid,
     /// (version, position) of the order's events read so far.
@@ -242,10 +287,10 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(order_id: Uuid) -> Self {
+    fn new<S: Backend>(app: &App<S>, order_id: Uuid) -> Self {
         Self {
             order_id,
-            events: Vec::new(),
+            events: app.known_events.of(order_id),
         }
     }
 
@@ -262,10 +307,7 @@ impl Progress {
         }
         let passed = |events: &[(i64, u64)]| events.last().is_none_or(|&(_, position)| position <= reached);
         if passed(&self.events) {
-            let stream = StreamId::for_aggregate(Order::TYPE, self.order_id);
-            let from = self.events.last().map_or(0, |&(version, _)| version + 1);
-            let tail = EventReader::load(&app.system.store, &stream, from).await?;
-            self.events.extend(tail.iter().map(|e| (e.version, e.position)));
+            read_on(app, self.order_id, &mut self.events).await?;
         }
         let version = self
             .events
@@ -323,7 +365,7 @@ pub(crate) async fn order<S: Backend>(
         &order_id.to_string(),
     );
     let deadline = tokio::time::Instant::now() + LONG_POLL;
-    let mut progress = Progress::new(order_id);
+    let mut progress = Progress::new(&app, order_id);
     let (view, version) = loop {
         commits.borrow_and_update();
         order_documents.mark_seen();
@@ -620,4 +662,23 @@ pub(crate) async fn unassign_seat<S: Backend>(
     let assignments = seat_of(&app, order_id, position).await?;
     send(&app, UnassignSeat::new(assignments, position)).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_events_keep_the_longest_prefix_read() {
+        let known = KnownEvents::default();
+        let order = Uuid::now_v7();
+        assert!(known.of(order).is_empty());
+        known.learned(order, &[(0, 10), (1, 11), (2, 40)]);
+        // A poll that began earlier reports less: what is known stays.
+        known.learned(order, &[(0, 10), (1, 11)]);
+        assert_eq!(known.of(order), [(0, 10), (1, 11), (2, 40)]);
+        known.learned(order, &[(0, 10), (1, 11), (2, 40), (3, 52)]);
+        assert_eq!(known.of(order).last(), Some(&(3, 52)));
+        assert!(known.of(Uuid::now_v7()).is_empty());
+    }
 }

@@ -376,9 +376,9 @@ impl Documents {
         if cached && let Some(row) = self.changes.cached(&model, key) {
             return row.map(|row| row.decode()).transpose();
         }
-        let epoch = self.changes.epoch();
+        let epoch = cached.then(|| self.changes.epoch());
         let row = on_db!(&self.db, db => db.get(&model, key).await?);
-        if cached {
+        if let Some(epoch) = epoch {
             self.changes.remember(epoch, &model, key, row.clone());
         }
         row.map(|row| row.decode()).transpose()
