@@ -380,3 +380,59 @@ async fn postgres_errors_are_classified_by_their_sqlstate() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn sent_commands_of_many_processes_are_removed_together() {
+    use cqrs_core::{Bytes, Metadata, Payload, ProcessRecord, ProcessStore, StoredCommand};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("removals").await else {
+        return;
+    };
+    let command = |id: String| StoredCommand {
+        message_id: id.clone(),
+        payload: Payload {
+            name: "Ping".into(),
+            schema_version: 1,
+            codec: Codec::Json,
+            bytes: Bytes::from_static(b"{}"),
+        },
+        metadata: Metadata::with_id(id),
+        stored_at: cqrs_core::chrono::Utc::now(),
+    };
+    let ids: Vec<Uuid> = (0..64).map(|_| Uuid::now_v7()).collect();
+    for id in &ids {
+        let record = ProcessRecord {
+            process_type: "P".into(),
+            id: *id,
+            version: -1,
+            completed: false,
+            key: None,
+            codec: Codec::Json,
+            schema_version: 1,
+            state: Bytes::from_static(b"{}"),
+        };
+        let commands = vec![command(format!("{id}-a")), command(format!("{id}-b"))];
+        store.save(record, commands).await.unwrap();
+    }
+    let before = store.command_removal_stats();
+    // Each process removes one of its two commands, all at once.
+    let sent: Vec<Vec<String>> = ids.iter().map(|id| vec![format!("{id}-a")]).collect();
+    let removals = ids
+        .iter()
+        .zip(&sent)
+        .map(|(id, sent)| store.remove_commands("P", *id, sent));
+    for removed in futures::future::join_all(removals).await {
+        removed.unwrap();
+    }
+    let after = store.command_removal_stats();
+    assert_eq!(after.1 - before.1, 64, "every removal answered");
+    assert!(
+        after.0 - before.0 < 64,
+        "removals that arrive together share statements: {before:?} → {after:?}"
+    );
+    for id in &ids {
+        let loaded = ProcessStore::load(&store, "P", *id).await.unwrap().unwrap();
+        let left: Vec<&str> = loaded.pending.iter().map(|c| c.message_id.as_str()).collect();
+        assert_eq!(left, [format!("{id}-b")], "only the sent command is gone");
+    }
+}

@@ -5,6 +5,7 @@ mod events;
 mod group;
 mod leases;
 mod processes;
+mod removals;
 mod sql;
 mod transport;
 
@@ -21,6 +22,7 @@ use tokio::sync::Notify;
 
 use self::events::PgAppender;
 use self::group::GroupCommit;
+use self::removals::Removals;
 use crate::error::{corrupt, db};
 use crate::migrate::POSTGRES as MIGRATIONS;
 
@@ -119,6 +121,8 @@ struct Inner {
     lease: Duration,
     appender: PgAppender,
     group: Option<GroupCommit>,
+    /// Removes sent process commands together.
+    removals: Removals,
     appended: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
     schema: String,
@@ -240,6 +244,7 @@ impl PgStore {
                 lease: options.lease,
                 appender,
                 group,
+                removals: Removals::start(pool.clone()),
                 pool,
                 appended,
                 listener,
@@ -299,6 +304,12 @@ impl PgStore {
     /// `(batches, appends)` written by group commit so far; `None` when it is off.
     pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
         self.inner.group.as_ref().map(GroupCommit::stats)
+    }
+
+    /// `(statements, removals)` of sent process commands so far: removals that arrive
+    /// together share a statement.
+    pub fn command_removal_stats(&self) -> (u64, u64) {
+        self.inner.removals.stats()
     }
 
     /// Closes the pool.

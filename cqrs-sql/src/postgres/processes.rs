@@ -184,14 +184,7 @@ impl ProcessStore for PgStore {
         if message_ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(sql::REMOVE_PROCESS_COMMANDS)
-            .bind(process_type)
-            .bind(id)
-            .bind(message_ids)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.inner.removals.remove(process_type, id, message_ids).await
     }
 
     async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {

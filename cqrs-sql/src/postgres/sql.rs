@@ -169,8 +169,10 @@ pub(super) const SAVE_PROCESS: &str = "WITH inserted AS (
     SELECT (SELECT version FROM saved) AS saved";
 pub(super) const REMOVE_PROCESS_COMMAND: &str =
     "DELETE FROM cqrs_process_commands WHERE process_type = $1 AND id = $2 AND message_id = $3";
-pub(super) const REMOVE_PROCESS_COMMANDS: &str =
-    "DELETE FROM cqrs_process_commands WHERE process_type = $1 AND id = $2 AND message_id = ANY ($3)";
+/// The sent commands of several processes: `(process_type, id, message_id)` as three arrays.
+pub(super) const REMOVE_SENT_COMMANDS: &str = "DELETE FROM cqrs_process_commands c \
+     USING UNNEST($1::text[], $2::uuid[], $3::text[]) AS d(process_type, id, message_id) \
+     WHERE c.process_type = d.process_type AND c.id = d.id AND c.message_id = d.message_id";
 pub(super) const PROCESSES_WITH_PENDING: &str = "SELECT process_type, id FROM cqrs_process_commands \
      WHERE stored_at < $1 GROUP BY process_type, id ORDER BY MIN(seq) LIMIT $2";
 

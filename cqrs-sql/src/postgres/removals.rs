@@ -1,0 +1,113 @@
+//! Sent process commands removed together: a process manager's save stores its commands, the
+//! commands are sent, then removed. Each removal was a statement and a transaction of its own;
+//! now a task takes the removals that arrive while one statement runs and removes them all in
+//! the next. Each caller still waits for its own removal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cqrs_core::uuid::Uuid;
+use cqrs_core::{Error, Result};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql;
+use crate::error::db;
+use crate::group::shared_failure;
+
+/// The most removals one statement takes.
+const MAX_BATCH: usize = 1_024;
+
+/// One process's sent commands to remove.
+#[derive(Debug)]
+struct Removal {
+    process_type: String,
+    id: Uuid,
+    message_ids: Vec<String>,
+}
+
+type Reply = oneshot::Sender<Result<()>>;
+
+/// The handle removals go through; its task ends when it is dropped.
+#[derive(Debug)]
+pub(super) struct Removals {
+    sender: mpsc::UnboundedSender<(Removal, Reply)>,
+    /// `(statements, removals)` so far.
+    stats: Arc<(AtomicU64, AtomicU64)>,
+}
+
+impl Removals {
+    /// Starts the task, on the current tokio runtime.
+    pub(super) fn start(pool: PgPool) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let stats = Arc::default();
+        tokio::spawn(run(pool, receiver, Arc::clone(&stats)));
+        Self { sender, stats }
+    }
+
+    /// Removes `message_ids` of process `(process_type, id)`, with whatever other removals are
+    /// waiting; resolves once they are removed.
+    pub(super) async fn remove(&self, process_type: &str, id: Uuid, message_ids: &[String]) -> Result<()> {
+        let removal = Removal {
+            process_type: process_type.to_owned(),
+            id,
+            message_ids: message_ids.to_vec(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((removal, reply))
+            .map_err(|_| Error::transient("the command remover has stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::transient("the command remover stopped before answering"))?
+    }
+
+    /// `(statements, removals)` so far.
+    pub(super) fn stats(&self) -> (u64, u64) {
+        (
+            self.stats.0.load(Ordering::Relaxed),
+            self.stats.1.load(Ordering::Relaxed),
+        )
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    mut receiver: mpsc::UnboundedReceiver<(Removal, Reply)>,
+    stats: Arc<(AtomicU64, AtomicU64)>,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (mut types, mut ids, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+        for (removal, _) in &batch {
+            for message_id in &removal.message_ids {
+                types.push(removal.process_type.as_str());
+                ids.push(removal.id);
+                messages.push(message_id.as_str());
+            }
+        }
+        let removed = sqlx::query(sql::REMOVE_SENT_COMMANDS)
+            .bind(&types)
+            .bind(&ids)
+            .bind(&messages)
+            .execute(&pool)
+            .await
+            .map(drop)
+            .map_err(db);
+        stats.0.fetch_add(1, Ordering::Relaxed);
+        stats.1.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for (_, reply) in batch {
+            // The caller may have given up waiting; the removal stands either way.
+            let _ = reply.send(match &removed {
+                Ok(()) => Ok(()),
+                Err(error) => Err(shared_failure(error)),
+            });
+        }
+    }
+}
