@@ -34,8 +34,9 @@ pub(super) struct Changes {
     checkpoints: RwLock<HashMap<String, u64>>,
     /// `"<model>/<key>"` → a counter bumped when a commit writes that document.
     watched: DashMap<String, watch::Sender<u64>>,
-    /// Documents read, as the database held them after every commit known to have written them.
-    cached: Mutex<Cached>,
+    /// Documents read, as the database held them after every commit known to have written
+    /// them; `None` where not every commit is announced (SQLite).
+    cached: Option<Mutex<Cached>>,
 }
 
 impl Default for Changes {
@@ -44,7 +45,18 @@ impl Default for Changes {
             commits: watch::channel(0).0,
             checkpoints: RwLock::default(),
             watched: DashMap::new(),
-            cached: Mutex::default(),
+            cached: None,
+        }
+    }
+}
+
+impl Changes {
+    /// Changes that also keep the documents read: for a database whose every commit this
+    /// process hears of, its own or announced (PostgreSQL).
+    pub(super) fn caching() -> Self {
+        Self {
+            cached: Some(Mutex::default()),
+            ..Self::default()
         }
     }
 }
@@ -182,20 +194,24 @@ impl Changes {
         checkpoint: Option<(&str, u64)>,
         documents: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) {
-        let keys: Vec<String> = documents
-            .into_iter()
-            .map(|(model, key)| watch_key(model, key))
-            .collect();
-        if !keys.is_empty() {
-            self.cache().drop_rows(keys.iter().map(String::as_str));
+        let keys: Vec<String> = if self.cached.is_some() || !self.watched.is_empty() {
+            documents
+                .into_iter()
+                .map(|(model, key)| watch_key(model, key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !keys.is_empty()
+            && let Some(mut cache) = self.cache()
+        {
+            cache.drop_rows(keys.iter().map(String::as_str));
         }
         if let Some((name, position)) = checkpoint {
             self.checkpoint_reached(name, position);
         }
-        if !self.watched.is_empty() {
-            for key in &keys {
-                self.wake(key);
-            }
+        for key in &keys {
+            self.wake(key);
         }
         self.commits.send_modify(|n| *n += 1);
     }
@@ -204,10 +220,11 @@ impl Changes {
     /// when it names none), then its checkpoint, then their waiters (every waiter), then
     /// everyone on the commit counter.
     pub(super) fn committed_elsewhere(&self, announcement: &Announcement<'_>) {
-        match &announcement.documents {
-            Some(keys) if keys.is_empty() => {}
-            Some(keys) => self.cache().drop_rows(keys.iter().copied()),
-            None => self.cache().clear(),
+        if let Some(mut cache) = self.cache() {
+            match &announcement.documents {
+                Some(keys) => cache.drop_rows(keys.iter().copied()),
+                None => cache.clear(),
+            }
         }
         if let Some((name, position)) = announcement.checkpoint {
             self.checkpoint_reached(name, position);
@@ -223,28 +240,33 @@ impl Changes {
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cached> {
-        self.cached
-            .lock()
-            .expect("the document cache's lock is never poisoned")
+    fn cache(&self) -> Option<std::sync::MutexGuard<'_, Cached>> {
+        self.cached.as_ref().map(|cached| {
+            cached
+                .lock()
+                .expect("the document cache's lock is never poisoned")
+        })
     }
 
     /// The cached row of the document `key` of the generation `model`: `Some(None)` when it
-    /// was read absent, `None` when it is not cached.
+    /// was read absent, `None` when it is not cached (or nothing is).
     pub(super) fn cached(&self, model: &str, key: &str) -> Option<Option<Row>> {
-        let cache = self.cache();
+        let cache = self.cache()?;
         let (read_from, row) = cache.rows.get(&watch_key(model, key))?;
         (read_from == model).then(|| row.clone())
     }
 
-    /// What a read beginning now passes to [`remember`](Self::remember).
-    pub(super) fn epoch(&self) -> u64 {
-        self.cache().epoch
+    /// What a read beginning now passes to [`remember`](Self::remember); `None` when nothing
+    /// is cached.
+    pub(super) fn epoch(&self) -> Option<u64> {
+        self.cache().map(|cache| cache.epoch)
     }
 
     /// Caches what a read that began at `epoch` found, unless rows were dropped since.
     pub(super) fn remember(&self, epoch: u64, model: &str, key: &str, row: Option<Row>) {
-        let mut cache = self.cache();
+        let Some(mut cache) = self.cache() else {
+            return;
+        };
         if cache.epoch != epoch {
             return;
         }
@@ -257,7 +279,9 @@ impl Changes {
     /// Empties the cache: a checkpoint read from the database may count commits whose
     /// announcements have not arrived yet.
     pub(super) fn forget_documents(&self) {
-        self.cache().clear();
+        if let Some(mut cache) = self.cache() {
+            cache.clear();
+        }
     }
 
     fn wake(&self, watch_key: &str) {
@@ -269,7 +293,7 @@ impl Changes {
     /// What was known may be stale (notifications were lost, a generation switched): forget
     /// the checkpoints, so they are read again, and wake every waiter.
     pub(super) fn forget(&self) {
-        self.cache().clear();
+        self.forget_documents();
         self.checkpoints
             .write()
             .expect("the checkpoints lock is never poisoned")
@@ -472,16 +496,17 @@ mod tests {
 
     #[test]
     fn a_read_that_a_commit_overtook_is_not_cached_and_commits_drop_what_they_name() {
-        let changes = Changes::default();
+        let changes = Changes::caching();
         let row = |v: &str| Some(Row::new(&v.to_owned(), None, None).unwrap());
+        let epoch = || changes.epoch().expect("a caching Changes has an epoch");
         // Read before a commit wrote the document, remembered after: not cached.
-        let epoch = changes.epoch();
+        let epoch_before = epoch();
         changes.committed(None, [("m", "a")]);
-        changes.remember(epoch, "m", "a", row("old"));
+        changes.remember(epoch_before, "m", "a", row("old"));
         assert_eq!(changes.cached("m", "a"), None);
         // Read after it: cached, for the generation read only.
-        changes.remember(changes.epoch(), "m", "a", row("new"));
-        changes.remember(changes.epoch(), "m", "b", None);
+        changes.remember(epoch(), "m", "a", row("new"));
+        changes.remember(epoch(), "m", "b", None);
         assert_eq!(changes.cached("m", "a"), Some(row("new")));
         assert_eq!(changes.cached("m", "b"), Some(None));
         assert_eq!(changes.cached("m@1", "a"), None);
@@ -493,7 +518,7 @@ mod tests {
         changes.committed_elsewhere(&Announcement::read(&named, "s").unwrap());
         assert_eq!(changes.cached("m", "b"), None);
         // An announcement without names drops everything.
-        changes.remember(changes.epoch(), "m", "c", row("c"));
+        changes.remember(epoch(), "m", "c", row("c"));
         let unnamed = "s\n\n\n";
         changes.committed_elsewhere(&Announcement::read(unnamed, "s").unwrap());
         assert_eq!(changes.cached("m", "c"), None);

@@ -223,9 +223,16 @@ impl Documents {
 
     /// The documents of `db`, whose tables exist.
     async fn create(db: Db) -> Result<Self> {
+        // Only PostgreSQL announces every process's commits to every other; another process's
+        // commit to a SQLite file (the load tool, a rebuild) is not, and SQLite's reads run in
+        // the process anyway.
+        let changes = match db {
+            Db::Postgres(_) => Changes::caching(),
+            Db::Sqlite(_) => Changes::default(),
+        };
         let documents = Self {
             db,
-            changes: Arc::default(),
+            changes: Arc::new(changes),
             overlay: None,
             generations: Arc::new(RwLock::new(HashMap::new())),
             pinned: None,
@@ -367,16 +374,15 @@ impl Documents {
         if let Some(pending) = self.overlay().and_then(|o| o.get(&id).cloned()) {
             return pending.map(|row| row.decode()).transpose();
         }
-        // Only on PostgreSQL, where every process's commits are announced to every other:
-        // another process's commit to a SQLite file is not (the load tool, a rebuild), and
-        // SQLite's reads are in-process anyway. Not for a projection's own reads (it reads
-        // what it will overwrite, and under another runner's commits not yet announced the
-        // cache could be behind), nor for a pinned handle (a rebuild's generation).
-        let cached = matches!(self.db, Db::Postgres(_)) && self.overlay.is_none() && self.pinned.is_none();
-        if cached && let Some(row) = self.changes.cached(&model, key) {
+        // The cache (kept on PostgreSQL only, see `Changes::caching`) is not for a
+        // projection's own reads (it reads what it will overwrite, and under another runner's
+        // commits not yet announced the cache could be behind), nor for a pinned handle (a
+        // rebuild's generation).
+        let cacheable = self.overlay.is_none() && self.pinned.is_none();
+        if cacheable && let Some(row) = self.changes.cached(&model, key) {
             return row.map(|row| row.decode()).transpose();
         }
-        let epoch = cached.then(|| self.changes.epoch());
+        let epoch = if cacheable { self.changes.epoch() } else { None };
         let row = on_db!(&self.db, db => db.get(&model, key).await?);
         if let Some(epoch) = epoch {
             self.changes.remember(epoch, &model, key, row.clone());
