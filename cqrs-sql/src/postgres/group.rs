@@ -20,21 +20,44 @@ pub(crate) trait BatchWriter: Send + Sync + 'static {
 
 type Reply = oneshot::Sender<Result<AppendResult>>;
 
-/// Counters of a group committer.
+/// Counters of a task that writes requests in batches (the group committer, the command
+/// remover).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     batches: AtomicU64,
-    appends: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Stats {
-    /// `(batches written, appends written)`.
+    /// `(batches written, requests written)`.
     pub(crate) fn get(&self) -> (u64, u64) {
         (
             self.batches.load(Ordering::Relaxed),
-            self.appends.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
         )
     }
+
+    /// A batch of `requests` written.
+    pub(crate) fn written(&self, requests: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+    }
+}
+
+/// Hands `request` to a batching task over `sender` and waits for its own answer; a task that
+/// has stopped (named by `task`) is a transient failure.
+pub(crate) async fn ask<T, R>(
+    sender: &mpsc::UnboundedSender<(T, oneshot::Sender<Result<R>>)>,
+    request: T,
+    task: &str,
+) -> Result<R> {
+    let (reply, answer) = oneshot::channel();
+    sender
+        .send((request, reply))
+        .map_err(|_| Error::transient(format!("the {task} has stopped")))?;
+    answer
+        .await
+        .map_err(|_| Error::transient(format!("the {task} stopped before answering")))?
 }
 
 /// The handle appends go through; the committer task ends when it is dropped.
@@ -63,13 +86,7 @@ impl GroupCommit {
 
     /// Queues an append and waits for its own result.
     pub(crate) async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send((request, reply))
-            .map_err(|_| Error::transient("the group committer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| Error::transient("the group committer stopped before answering"))?
+        ask(&self.sender, request, "group committer").await
     }
 
     /// `(batches written, appends written)` so far.
@@ -125,8 +142,7 @@ async fn commit_loop<W: BatchWriter>(
             let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let results = writer.write(&requests).await;
             drop(slot);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.appends.fetch_add(requests.len() as u64, Ordering::Relaxed);
+            stats.written(requests.len());
             for (reply, result) in replies.into_iter().zip(results) {
                 // The caller may have given up waiting; its append stands either way.
                 let _ = reply.send(result);

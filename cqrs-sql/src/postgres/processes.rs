@@ -170,14 +170,8 @@ impl ProcessStore for PgStore {
     }
 
     async fn remove_command(&self, process_type: &str, id: Uuid, message_id: &str) -> Result<()> {
-        sqlx::query(sql::REMOVE_PROCESS_COMMAND)
-            .bind(process_type)
-            .bind(id)
-            .bind(message_id)
-            .execute(self.pool())
+        self.remove_commands(process_type, id, &[message_id.to_owned()])
             .await
-            .map_err(db)?;
-        Ok(())
     }
 
     async fn remove_commands(&self, process_type: &str, id: Uuid, message_ids: &[String]) -> Result<()> {

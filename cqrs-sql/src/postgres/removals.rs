@@ -4,13 +4,13 @@
 //! the next. Each caller still waits for its own removal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use cqrs_core::Result;
 use cqrs_core::uuid::Uuid;
-use cqrs_core::{Error, Result};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::group::{Stats, ask};
 use super::sql;
 use crate::error::db;
 use crate::group::shared_failure;
@@ -32,8 +32,7 @@ type Reply = oneshot::Sender<Result<()>>;
 #[derive(Debug)]
 pub(super) struct Removals {
     sender: mpsc::UnboundedSender<(Removal, Reply)>,
-    /// `(statements, removals)` so far.
-    stats: Arc<(AtomicU64, AtomicU64)>,
+    stats: Arc<Stats>,
 }
 
 impl Removals {
@@ -53,29 +52,16 @@ impl Removals {
             id,
             message_ids: message_ids.to_vec(),
         };
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send((removal, reply))
-            .map_err(|_| Error::transient("the command remover has stopped"))?;
-        answer
-            .await
-            .map_err(|_| Error::transient("the command remover stopped before answering"))?
+        ask(&self.sender, removal, "command remover").await
     }
 
     /// `(statements, removals)` so far.
     pub(super) fn stats(&self) -> (u64, u64) {
-        (
-            self.stats.0.load(Ordering::Relaxed),
-            self.stats.1.load(Ordering::Relaxed),
-        )
+        self.stats.get()
     }
 }
 
-async fn run(
-    pool: PgPool,
-    mut receiver: mpsc::UnboundedReceiver<(Removal, Reply)>,
-    stats: Arc<(AtomicU64, AtomicU64)>,
-) {
+async fn run(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<(Removal, Reply)>, stats: Arc<Stats>) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -100,8 +86,7 @@ async fn run(
             .await
             .map(drop)
             .map_err(db);
-        stats.0.fetch_add(1, Ordering::Relaxed);
-        stats.1.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.written(batch.len());
         for (_, reply) in batch {
             // The caller may have given up waiting; the removal stands either way.
             let _ = reply.send(match &removed {

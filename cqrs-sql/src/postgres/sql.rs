@@ -167,8 +167,6 @@ pub(super) const SAVE_PROCESS: &str = "WITH inserted AS (
         ORDER BY c.ord
     )
     SELECT (SELECT version FROM saved) AS saved";
-pub(super) const REMOVE_PROCESS_COMMAND: &str =
-    "DELETE FROM cqrs_process_commands WHERE process_type = $1 AND id = $2 AND message_id = $3";
 /// The sent commands of several processes: `(process_type, id, message_id)` as three arrays.
 pub(super) const REMOVE_SENT_COMMANDS: &str = "DELETE FROM cqrs_process_commands c \
      USING UNNEST($1::text[], $2::uuid[], $3::text[]) AS d(process_type, id, message_id) \
