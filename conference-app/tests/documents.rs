@@ -374,3 +374,54 @@ async fn on_postgres_a_document_read_stays_cached_until_a_commit_anywhere_writes
         "read again after an announcement that named no documents"
     );
 }
+
+/// Reads that arrive together share a statement on PostgreSQL; each gets its own answer.
+#[tokio::test]
+async fn on_postgres_reads_made_together_each_get_their_own_documents() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let web = Documents::connect_postgres(&url, &schema).await.unwrap();
+    for i in 0..40 {
+        // Documents 0..40 of model "m"; each is in group i % 4 of the first index and in
+        // group i % 5 of the second.
+        let row = Row::new(
+            &format!("v{i}"),
+            Some(format!("g{}", i % 4)),
+            Some(format!("h{}", i % 5)),
+        )
+        .unwrap();
+        worker.put("m", &format!("k{i}"), row).await.unwrap();
+    }
+    let keys: Vec<String> = (0..48).map(|i| format!("k{i}")).collect();
+    let got = futures::future::join_all(keys.iter().map(|key| web.get::<String>("m", key))).await;
+    for (i, got) in got.into_iter().enumerate() {
+        let expected = (i < 40).then(|| format!("v{i}"));
+        assert_eq!(got.unwrap(), expected, "document k{i}");
+    }
+    let finds = (0..4)
+        .map(|g| (Index::One, format!("g{g}")))
+        .chain((0..6).map(|h| (Index::Two, format!("h{h}"))));
+    let finds: Vec<_> = finds.collect();
+    let found = futures::future::join_all(
+        finds
+            .iter()
+            .map(|(index, value)| web.find::<String>("m", *index, value)),
+    )
+    .await;
+    for ((index, value), found) in finds.iter().zip(found) {
+        let (modulo, group) = match index {
+            Index::One => (4, &value[1..]),
+            Index::Two => (5, &value[1..]),
+        };
+        let group: usize = group.parse().unwrap();
+        let mut expected: Vec<String> = (0..40)
+            .filter(|i| i % modulo == group)
+            .map(|i| format!("v{i}"))
+            .collect();
+        // In key order: "k1" < "k10" < "k11" …
+        expected.sort_by_key(|v| format!("k{}", &v[1..]));
+        assert_eq!(found.unwrap(), expected, "{index:?} = {value}");
+    }
+}

@@ -129,6 +129,25 @@ impl Error {
         )
     }
 
+    /// A copy of this error for each caller of a batch that failed as a whole (a group commit,
+    /// a [`Coalescer`](crate::Coalescer) call): a conflict keeps its details, any other error
+    /// keeps its class (transient or permanent) and its text, not its source.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Conflict {
+                stream,
+                expected,
+                actual,
+            } => Self::Conflict {
+                stream: stream.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            Self::Transient(inner) => Self::transient(inner.to_string()),
+            e => Self::permanent(e.to_string()),
+        }
+    }
+
     /// The domain error inside, if this is [`Error::Domain`] holding an `E`.
     pub fn as_domain<E: StdError + 'static>(&self) -> Option<&E> {
         match self {
@@ -161,6 +180,25 @@ mod tests {
         assert_eq!(domain.to_string(), "sold out");
         assert!(Error::UnknownMessage("X".into()).is_undeliverable());
         assert!(!Error::transient("down").is_undeliverable());
+    }
+
+    #[test]
+    fn a_duplicate_keeps_the_class_and_the_text() {
+        let conflict = Error::Conflict {
+            stream: "s".into(),
+            expected: ExpectedVersion::Exact(1),
+            actual: 2,
+        };
+        assert!(matches!(
+            conflict.duplicate(),
+            Error::Conflict { ref stream, expected: ExpectedVersion::Exact(1), actual: 2 } if stream == "s"
+        ));
+        let transient = Error::transient("connection reset").duplicate();
+        assert!(transient.is_transient());
+        assert_eq!(transient.to_string(), "transient failure: connection reset");
+        let permanent = Error::domain(SoldOut).duplicate();
+        assert_eq!(permanent.kind(), ErrorKind::Permanent);
+        assert_eq!(permanent.to_string(), "sold out");
     }
 
     #[test]

@@ -109,6 +109,7 @@ mod aggregate;
 mod backoff;
 pub mod bus;
 mod clock;
+mod coalesce;
 mod codec;
 mod dispatch;
 mod envelope;
@@ -135,6 +136,7 @@ pub use crate::bus::{
     BusBuilder, CommandBus, CommandBusExt, EventBus, LocalFirst, Metrics, Retry, Trace, Unrouted,
 };
 pub use crate::clock::{Clock, ManualClock, SharedClock, SystemClock, saturating_add};
+pub use crate::coalesce::Coalescer;
 pub use crate::codec::{Codec, CodecError, CodecOp, Upcast};
 pub use crate::dispatch::{
     BatchOutcome, CommandBatchHandler, CommandDispatcher, CommandHandler, EventDispatcher, EventHandler,

@@ -436,3 +436,51 @@ async fn sent_commands_of_many_processes_are_removed_together() {
         assert_eq!(left, [format!("{id}-b")], "only the sent command is gone");
     }
 }
+
+#[tokio::test]
+async fn streams_loaded_together_each_get_their_own_events() {
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("loads").await else {
+        return;
+    };
+    // Stream i holds i + 1 events; stream 0 is loaded from a version past its end, and one
+    // stream that does not exist is asked for too.
+    let streams: Vec<StreamId> = (0..48).map(|i| StreamId::new(format!("load-{i}"))).collect();
+    for (i, stream) in streams.iter().enumerate() {
+        let events = (0..=i as u32).flat_map(one_event).collect();
+        store
+            .append(stream, "Sample", ExpectedVersion::Exact(-1), events)
+            .await
+            .unwrap();
+    }
+    let from = |i: usize| if i == 0 { 5 } else { (i / 2) as i64 };
+    let unknown = StreamId::new("load-none");
+    let before = store.stream_load_stats();
+    let loads = streams
+        .iter()
+        .enumerate()
+        .map(|(i, stream)| store.load(stream, from(i)))
+        .chain(std::iter::once(store.load(&unknown, 0)));
+    let loaded = futures::future::join_all(loads).await;
+    let after = store.stream_load_stats();
+    for (i, (stream, events)) in streams.iter().zip(&loaded).enumerate() {
+        let events = events.as_ref().unwrap();
+        let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+        let expected: Vec<i64> = if i == 0 {
+            vec![]
+        } else {
+            (from(i)..=i as i64).collect()
+        };
+        assert_eq!(versions, expected, "stream {i}: its own events, in order");
+        assert!(events.iter().all(|e| &e.stream_id == stream));
+    }
+    assert!(
+        loaded[48].as_ref().unwrap().is_empty(),
+        "an unknown stream is empty"
+    );
+    assert_eq!(after.1 - before.1, 49, "every load answered");
+    assert!(
+        after.0 - before.0 < 49,
+        "loads that arrive together share statements: {before:?} → {after:?}"
+    );
+}

@@ -396,11 +396,7 @@ impl Documents {
     /// Database failures; a document that does not decode.
     pub async fn find<T: DeserializeOwned>(&self, model: &str, index: Index, value: &str) -> Result<Vec<T>> {
         let model = self.physical(model);
-        let sql = match index {
-            Index::One => FIND_IX1,
-            Index::Two => FIND_IX2,
-        };
-        let stored = on_db!(&self.db, db => db.find(sql, &model, value).await?);
+        let stored = on_db!(&self.db, db => db.find(index, &model, value).await?);
         let mut rows: std::collections::BTreeMap<String, Row> = stored.into_iter().collect();
         if let Some(overlay) = self.overlay() {
             for writes in [&overlay.committed, &overlay.current] {

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::Result;
+use cqrs_core::{Coalescer, Result};
 use cqrs_sql::sqlx_error as db_error;
 use sqlx::Row as _;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 
 use super::changes::{Announcement, Changes};
 use super::{
-    ADVANCE_CHECKPOINT, Checkpoint, DROP_CHECKPOINT, DROP_MODEL, DUMP, GET, INSERT_CHECKPOINT,
+    ADVANCE_CHECKPOINT, Checkpoint, DROP_CHECKPOINT, DROP_MODEL, DUMP, INSERT_CHECKPOINT, Index,
     LOAD_CHECKPOINT, LOAD_GENERATIONS, Row, SCHEMA, SET_GENERATION, Writes,
 };
 
@@ -26,16 +26,45 @@ const PUT_MANY: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2)
 /// [`DELETE`](super::DELETE) for several documents: arrays of models and keys.
 const DELETE_MANY: &str = "DELETE FROM rm_documents d USING UNNEST($1::text[], $2::text[]) AS g(model, key)
     WHERE d.model = g.model AND d.key = g.key";
+/// [`GET`](super::GET) for several documents: arrays of models and keys. Each row is a
+/// document found and the ordinal of its request (from 1). `OFFSET 0` keeps each a lookup of
+/// the primary key.
+const GET_MANY: &str = "SELECT q.idx, d.doc, d.ix1, d.ix2
+    FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS q(model, key, idx),
+         LATERAL (SELECT doc, ix1, ix2 FROM rm_documents WHERE model = q.model AND key = q.key OFFSET 0) d";
+/// [`FIND_IX1`](super::FIND_IX1) for several values: arrays of models and values; each row
+/// is a document found and the ordinal of its request.
+const FIND_IX1_MANY: &str = "SELECT q.idx, d.key, d.doc, d.ix1, d.ix2
+    FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS q(model, value, idx),
+         LATERAL (SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = q.model AND ix1 = q.value OFFSET 0) d";
+/// [`FIND_IX2`](super::FIND_IX2) for several values, as [`FIND_IX1_MANY`].
+const FIND_IX2_MANY: &str = "SELECT q.idx, d.key, d.doc, d.ix1, d.ix2
+    FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS q(model, value, idx),
+         LATERAL (SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = q.model AND ix2 = q.value OFFSET 0) d";
+/// The most reads one statement takes.
+const MAX_READS: usize = 1_024;
+/// Statements of one kind of read at once: a few keep the wait short while the next batch
+/// fills.
+const READS_IN_FLIGHT: usize = 2;
+
 /// The channel on which commits are announced to every process (payload: an
 /// [`Announcement`]).
 const COMMITS_CHANNEL: &str = "conference_read_models";
 const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
 
+/// A document to read: model and key; or model and index value.
+type Read = (String, String);
+
 /// The pool on the read models' schema, and the schema whose commits it announces.
+///
+/// Reads go through coalescers (see [`Coalescer`]): the web process's long polls and handlers
+/// ask for dozens of documents at once under load, and one statement answers all that wait.
 #[derive(Debug)]
 pub(super) struct PostgresDocuments {
     pool: PgPool,
     schema: Arc<str>,
+    gets: Coalescer<Read, Option<Row>>,
+    finds: [Coalescer<Read, Vec<(String, Row)>>; 2],
 }
 
 impl PostgresDocuments {
@@ -57,9 +86,21 @@ impl PostgresDocuments {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await.map_err(db_error)?;
         }
+        let gets = Coalescer::start("document reader", MAX_READS, READS_IN_FLIGHT, {
+            let pool = pool.clone();
+            move |reads| get_many(pool.clone(), reads)
+        });
+        let finds = [FIND_IX1_MANY, FIND_IX2_MANY].map(|sql| {
+            let pool = pool.clone();
+            Coalescer::start("document finder", MAX_READS, READS_IN_FLIGHT, move |reads| {
+                find_many(pool.clone(), sql, reads)
+            })
+        });
         Ok(Self {
             pool,
             schema: schema.into(),
+            gets,
+            finds,
         })
     }
 
@@ -140,33 +181,19 @@ impl PostgresDocuments {
             .map_err(db_error)
     }
 
-    /// The document `key` stored under `model`.
+    /// The document `key` stored under `model`, read with whatever other reads wait.
     pub(super) async fn get(&self, model: &str, key: &str) -> Result<Option<Row>> {
-        Ok(sqlx::query(GET)
-            .bind(model)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .map(|r| row(&r, 0)))
+        self.gets.call((model.to_owned(), key.to_owned())).await
     }
 
-    /// The `(key, document)` pairs that the index lookup `sql` finds for `model` and `value`.
-    pub(super) async fn find(
-        &self,
-        sql: &'static str,
-        model: &str,
-        value: &str,
-    ) -> Result<Vec<(String, Row)>> {
-        Ok(sqlx::query(sql)
-            .bind(model)
-            .bind(value)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|r| (r.get(0), row(r, 1)))
-            .collect())
+    /// The `(key, document)` pairs of `model` whose `index` column is `value`, read with
+    /// whatever other lookups of that index wait.
+    pub(super) async fn find(&self, index: Index, model: &str, value: &str) -> Result<Vec<(String, Row)>> {
+        let finds = match index {
+            Index::One => &self.finds[0],
+            Index::Two => &self.finds[1],
+        };
+        finds.call((model.to_owned(), value.to_owned())).await
     }
 
     /// Applies `writes` and moves `checkpoint`, if any, in one transaction that also announces
@@ -272,6 +299,50 @@ async fn write_rows(tx: &mut sqlx::PgConnection, writes: &Writes) -> Result<()> 
             .map_err(db_error)?;
     }
     Ok(())
+}
+
+/// The models and keys (or values) of `reads`, as the two arrays of a `…_MANY` statement.
+fn columns(reads: &[Read]) -> (Vec<&str>, Vec<&str>) {
+    reads.iter().map(|(m, k)| (m.as_str(), k.as_str())).unzip()
+}
+
+/// Which request (counted from 1 in column 0 of `row`) of the `count` asked a row answers.
+fn request(row: &PgRow, count: usize) -> Result<usize> {
+    let idx: i64 = row.get(0);
+    usize::try_from(idx - 1)
+        .ok()
+        .filter(|i| *i < count)
+        .ok_or_else(|| cqrs_core::Error::permanent(format!("a document read answered request {idx}")))
+}
+
+async fn get_many(pool: PgPool, reads: Vec<Read>) -> Result<Vec<Option<Row>>> {
+    let (models, keys) = columns(&reads);
+    let rows = sqlx::query(GET_MANY)
+        .bind(models)
+        .bind(keys)
+        .fetch_all(&pool)
+        .await
+        .map_err(db_error)?;
+    let mut found = vec![None; reads.len()];
+    for r in &rows {
+        found[request(r, reads.len())?] = Some(row(r, 1));
+    }
+    Ok(found)
+}
+
+async fn find_many(pool: PgPool, sql: &'static str, reads: Vec<Read>) -> Result<Vec<Vec<(String, Row)>>> {
+    let (models, values) = columns(&reads);
+    let rows = sqlx::query(sql)
+        .bind(models)
+        .bind(values)
+        .fetch_all(&pool)
+        .await
+        .map_err(db_error)?;
+    let mut found = vec![Vec::new(); reads.len()];
+    for r in &rows {
+        found[request(r, reads.len())?].push((r.get(1), row(r, 2)));
+    }
+    Ok(found)
 }
 
 /// The document in the columns `doc, ix1, ix2` of `row`, from column `first` on.

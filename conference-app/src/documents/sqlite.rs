@@ -21,8 +21,8 @@ use cqrs_sql::{SqliteReaders, sqlite_error};
 use tokio::sync::Mutex;
 
 use super::{
-    ADVANCE_CHECKPOINT, Checkpoint, DELETE, DROP_CHECKPOINT, DROP_MODEL, DUMP, GET, INSERT_CHECKPOINT,
-    LOAD_CHECKPOINT, LOAD_GENERATIONS, PUT, SET_GENERATION, Writes,
+    ADVANCE_CHECKPOINT, Checkpoint, DELETE, DROP_CHECKPOINT, DROP_MODEL, DUMP, FIND_IX1, FIND_IX2, GET,
+    INSERT_CHECKPOINT, Index, LOAD_CHECKPOINT, LOAD_GENERATIONS, PUT, SET_GENERATION, Writes,
 };
 
 /// How long a statement waits for a lock held by another process (a rebuild, say).
@@ -136,13 +136,17 @@ impl SqliteDocuments {
             .await
     }
 
-    /// The `(key, document)` pairs that the index lookup `sql` finds for `model` and `value`.
+    /// The `(key, document)` pairs of `model` whose `index` column is `value`.
     pub(super) async fn find(
         &self,
-        sql: &'static str,
+        index: Index,
         model: &str,
         value: &str,
     ) -> Result<Vec<(String, super::Row)>> {
+        let sql = match index {
+            Index::One => FIND_IX1,
+            Index::Two => FIND_IX2,
+        };
         self.read(|r| {
             query(r, sql, &[&model, &value], |row| {
                 Ok((row.get(0)?, document(row, 1)?))

@@ -14,14 +14,14 @@ use tokio::sync::Notify;
 use super::group::BatchWriter;
 use super::{PgStore, codec, sql};
 use crate::error::{corrupt, db, is_unique_violation};
-use crate::group::{self, AppendRequest};
+use crate::group::AppendRequest;
 
 /// The most events one transaction can append: the position keeps 20 bits for the ordinal.
 const MAX_EVENTS_PER_APPEND: usize = (1 << 20) - 1;
 
 /// A row of `event_columns!` (every event query selects them in that order). Columns are read
 /// by position: by name, each is a hash lookup, and that was a seventh of a load's decoding.
-fn event(row: &PgRow) -> Result<StoredEvent> {
+pub(super) fn event(row: &PgRow) -> Result<StoredEvent> {
     let metadata: &str = row.try_get(9).map_err(db)?;
     Ok(StoredEvent {
         position: row.try_get::<i64, _>(0).map_err(db)? as u64,
@@ -46,14 +46,13 @@ fn events(rows: &[PgRow]) -> Result<Vec<StoredEvent>> {
 }
 
 impl EventReader for PgStore {
+    /// With whatever other loads of this process are waiting, in one statement.
     async fn load(&self, stream: &StreamId, from_version: i64) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(sql::LOAD_STREAM)
-            .bind(stream.as_str())
-            .bind(from_version)
-            .fetch_all(self.pool())
+        self.inner
+            .batched
+            .loads
+            .call((stream.clone(), from_version))
             .await
-            .map_err(db)?;
-        events(&rows)
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
@@ -207,7 +206,7 @@ impl BatchWriter for PgAppender {
             }
             Err(error) => {
                 let error = db(error);
-                batch.iter().map(|_| Err(group::shared_failure(&error))).collect()
+                batch.iter().map(|_| Err(error.duplicate())).collect()
             }
         }
     }

@@ -20,8 +20,7 @@ pub(crate) trait BatchWriter: Send + Sync + 'static {
 
 type Reply = oneshot::Sender<Result<AppendResult>>;
 
-/// Counters of a task that writes requests in batches (the group committer, the command
-/// remover).
+/// Counters of the group committer.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     batches: AtomicU64,

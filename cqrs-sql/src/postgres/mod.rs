@@ -1,11 +1,11 @@
 //! The PostgreSQL backend: several processes share one database.
 
+mod batched;
 mod checkpoints;
 mod events;
 mod group;
 mod leases;
 mod processes;
-mod removals;
 mod sql;
 mod transport;
 
@@ -20,9 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
 
+use self::batched::Batched;
 use self::events::PgAppender;
 use self::group::GroupCommit;
-use self::removals::Removals;
 use crate::error::{corrupt, db};
 use crate::migrate::POSTGRES as MIGRATIONS;
 
@@ -121,8 +121,10 @@ struct Inner {
     lease: Duration,
     appender: PgAppender,
     group: Option<GroupCommit>,
-    /// Removes sent process commands together.
-    removals: Removals,
+    /// Stream loads and removals of sent commands, served together.
+    batched: Batched,
+    /// The coalesced stream loads' connections.
+    reads: PgPool,
     appended: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
     schema: String,
@@ -216,6 +218,15 @@ impl PgStore {
                         .options([("plan_cache_mode", "force_generic_plan")]),
                 )
         });
+        // The coalesced stream loads too: one statement for any number of streams.
+        let reads = PgPoolOptions::new()
+            .max_connections(batched::LOADS_IN_FLIGHT as u32)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(
+                connect
+                    .clone()
+                    .options([("plan_cache_mode", "force_generic_plan")]),
+            );
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -244,7 +255,8 @@ impl PgStore {
                 lease: options.lease,
                 appender,
                 group,
-                removals: Removals::start(pool.clone()),
+                batched: Batched::start(pool.clone(), reads.clone()),
+                reads,
                 pool,
                 appended,
                 listener,
@@ -309,7 +321,12 @@ impl PgStore {
     /// `(statements, removals)` of sent process commands so far: removals that arrive
     /// together share a statement.
     pub fn command_removal_stats(&self) -> (u64, u64) {
-        self.inner.removals.stats()
+        self.inner.batched.removals.stats()
+    }
+
+    /// `(statements, loads)` of streams so far: loads that arrive together share a statement.
+    pub fn stream_load_stats(&self) -> (u64, u64) {
+        self.inner.batched.loads.stats()
     }
 
     /// Closes the pool.
@@ -317,6 +334,7 @@ impl PgStore {
         self.inner.listener.abort();
         self.inner.notifier_task.abort();
         self.inner.appender.pool.close().await;
+        self.inner.reads.close().await;
         self.inner.pool.close().await;
     }
 }

@@ -9,7 +9,7 @@ use cqrs_core::{
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{PgStore, codec, sql};
+use super::{PgStore, batched, codec, sql};
 use crate::error::{corrupt, db};
 
 fn record(row: &PgRow) -> Result<ProcessRecord> {
@@ -178,7 +178,12 @@ impl ProcessStore for PgStore {
         if message_ids.is_empty() {
             return Ok(());
         }
-        self.inner.removals.remove(process_type, id, message_ids).await
+        let removal = batched::Removal {
+            process_type: process_type.to_owned(),
+            id,
+            message_ids: message_ids.to_vec(),
+        };
+        self.inner.batched.removals.call(removal).await
     }
 
     async fn with_pending(&self, stored_before: DateTime<Utc>, limit: usize) -> Result<Vec<(String, Uuid)>> {

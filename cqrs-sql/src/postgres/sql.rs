@@ -58,11 +58,20 @@ macro_rules! process_columns {
     };
 }
 
-pub(super) const LOAD_STREAM: &str = concat!(
-    "SELECT ",
+/// Several streams at once, each from its own version: arrays of stream ids and versions.
+/// Each row is an event (`event_columns!`, in its order) and the ordinal of the stream it
+/// answers (from 1), at [`LOAD_STREAMS_REQUEST`]; rows come by ordinal, then version. `OFFSET
+/// 0` keeps each stream a lookup of its own (a nested loop over the `(stream_id, version)`
+/// key).
+pub(super) const LOAD_STREAMS: &str = concat!(
+    "SELECT e.*, l.idx FROM UNNEST($1::text[], $2::int8[]) WITH ORDINALITY AS l(stream_id, from_version, idx), \
+     LATERAL (SELECT ",
     event_columns!(),
-    " FROM cqrs_events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
+    " FROM cqrs_events ev WHERE ev.stream_id = l.stream_id AND ev.version >= l.from_version OFFSET 0) e \
+     ORDER BY l.idx, e.version"
 );
+/// The column of [`LOAD_STREAMS`] that holds the request's ordinal.
+pub(super) const LOAD_STREAMS_REQUEST: usize = 11;
 
 /// Only events of transactions older than every running one: no transaction that could still
 /// commit an event below these positions exists.

@@ -12,7 +12,6 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::direct;
-use crate::group::shared_failure;
 
 /// A write to run inside a batch, on the writer's connection.
 pub(super) type WriteFn<T> = Box<dyn FnOnce(&Connection) -> Result<T> + Send + 'static>;
@@ -78,7 +77,7 @@ impl<T: Send + 'static> Job for Typed<T> {
             Ok(()) => self
                 .result
                 .unwrap_or_else(|| Err(Error::transient("the write was not run"))),
-            Err(error) => Err(shared_failure(error)),
+            Err(error) => Err(error.duplicate()),
         };
         // The caller may have stopped waiting.
         let _ = self.reply.send(answer);

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use super::batch::control;
 use super::{SqliteStore, direct, sql, timestamp};
 use crate::error::corrupt;
-use crate::group::{self, AppendRequest};
+use crate::group::AppendRequest;
 
 /// Events per INSERT statement: 10 parameters each, well under SQLite's variable limit.
 const ROWS_PER_INSERT: usize = 500;
@@ -163,7 +163,7 @@ pub(super) fn run(
         Err(error) if indices.len() > 1 && !error.is_transient() => false,
         Err(error) => {
             for &idx in indices {
-                results[idx] = Some(Err(group::shared_failure(&error)));
+                results[idx] = Some(Err(error.duplicate()));
             }
             true
         }

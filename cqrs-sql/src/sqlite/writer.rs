@@ -26,7 +26,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::batch::{Job, Typed, WriteFn, control};
 use super::{direct, events};
-use crate::group::{AppendRequest, shared_failure};
+use crate::group::AppendRequest;
 
 /// The most events one batch takes (a larger append is written alone).
 const MAX_BATCH_EVENTS: usize = events::MAX_STATEMENT_EVENTS;
@@ -403,7 +403,7 @@ fn commit(db: &Connection, batch: Batch, settings: &Settings, stats: &Stats) {
         }
         Err(error) => {
             for reply in replies {
-                let _ = reply.send(Err(shared_failure(&error)));
+                let _ = reply.send(Err(error.duplicate()));
             }
             for job in writes {
                 job.finish(Err(&error));
