@@ -62,7 +62,7 @@ mod sqlite;
 
 pub use crate::error::db as sqlx_error;
 #[cfg(feature = "postgres")]
-pub use crate::postgres::{PgOptions, PgStore};
+pub use crate::postgres::{BatchStats, PgOptions, PgStore};
 #[cfg(feature = "sqlite")]
 pub use crate::sqlite::{SqliteOptions, SqliteReaders, SqliteStore, sqlite_error};
 /// The `rusqlite` that [`SqliteReaders`] hands its connections out as (it shares sqlx's SQLite).

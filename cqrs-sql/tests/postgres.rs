@@ -283,7 +283,8 @@ async fn corrupt_rows_are_clear_errors_and_outages_are_transient() {
 }
 
 /// Leases are advisory locks: two stores on one schema (as two processes would connect) see
-/// each other's, and a holder whose connection dies loses its lease to the next taker.
+/// each other's; a store's leases share one connection, and when it dies every one of them is
+/// lost to the next taker.
 #[tokio::test]
 async fn leases_are_exclusive_and_a_dead_holder_loses_its_lease() {
     use cqrs_core::Leases;
@@ -298,22 +299,41 @@ async fn leases_are_exclusive_and_a_dead_holder_loses_its_lease() {
     conformance::leases(&store, &other).await;
 
     let lease = store.try_acquire("relay").await.unwrap().expect("a free lease");
+    let publisher = store
+        .try_acquire("publisher")
+        .await
+        .unwrap()
+        .expect("a free lease");
     assert!(other.try_acquire("relay").await.unwrap().is_none());
-    // The holder's connection dies, as when its process is killed.
-    let terminated: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' \
-         AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)",
+    let holders: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' \
+         AND ((l.classid::bigint << 32) | l.objid::bigint) = ANY (ARRAY[hashtextextended($1, 0), hashtextextended($2, 0)])",
     )
     .bind(format!("cqrs-lease:{schema}:relay"))
+    .bind(format!("cqrs-lease:{schema}:publisher"))
     .fetch_all(other.pool())
     .await
     .unwrap();
-    assert_eq!(terminated, [true], "one backend held the lock");
-    tokio::time::timeout(Duration::from_secs(10), lease.lost())
+    assert_eq!(holders.len(), 1, "a store's leases share one connection");
+    // The holder's connection dies, as when its process is killed.
+    let terminated: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(holders[0])
+        .fetch_all(other.pool())
         .await
-        .expect("the holder learns that it lost the lease");
+        .unwrap();
+    assert_eq!(terminated, [true]);
+    for lease in [lease, publisher] {
+        tokio::time::timeout(Duration::from_secs(10), lease.lost())
+            .await
+            .expect("the holder learns that it lost each lease");
+    }
     let taken = other.try_acquire("relay").await.unwrap();
     assert!(taken.is_some(), "another holder takes the lease over");
+    let again = store.try_acquire("publisher").await.unwrap();
+    assert!(
+        again.is_some(),
+        "the store that lost its connection takes a lease on a new one"
+    );
 }
 
 /// `cqrs_sql::sqlx_error` on PostgreSQL's own failures: a server that ends the connection
@@ -414,7 +434,7 @@ async fn sent_commands_of_many_processes_are_removed_together() {
         let commands = vec![command(format!("{id}-a")), command(format!("{id}-b"))];
         store.save(record, commands).await.unwrap();
     }
-    let before = store.command_removal_stats();
+    let before = store.batch_stats().command_removals;
     // Each process removes one of its two commands, all at once.
     let sent: Vec<Vec<String>> = ids.iter().map(|id| vec![format!("{id}-a")]).collect();
     let removals = ids
@@ -424,7 +444,7 @@ async fn sent_commands_of_many_processes_are_removed_together() {
     for removed in futures::future::join_all(removals).await {
         removed.unwrap();
     }
-    let after = store.command_removal_stats();
+    let after = store.batch_stats().command_removals;
     assert_eq!(after.1 - before.1, 64, "every removal answered");
     assert!(
         after.0 - before.0 < 64,
@@ -455,14 +475,14 @@ async fn streams_loaded_together_each_get_their_own_events() {
     }
     let from = |i: usize| if i == 0 { 5 } else { (i / 2) as i64 };
     let unknown = StreamId::new("load-none");
-    let before = store.stream_load_stats();
+    let before = store.batch_stats().stream_loads;
     let loads = streams
         .iter()
         .enumerate()
         .map(|(i, stream)| store.load(stream, from(i)))
         .chain(std::iter::once(store.load(&unknown, 0)));
     let loaded = futures::future::join_all(loads).await;
-    let after = store.stream_load_stats();
+    let after = store.batch_stats().stream_loads;
     for (i, (stream, events)) in streams.iter().zip(&loaded).enumerate() {
         let events = events.as_ref().unwrap();
         let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
@@ -483,4 +503,85 @@ async fn streams_loaded_together_each_get_their_own_events() {
         after.0 - before.0 < 49,
         "loads that arrive together share statements: {before:?} → {after:?}"
     );
+}
+
+#[tokio::test]
+async fn enqueues_and_process_finds_made_together_each_keep_their_own() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue, ProcessRecord, ProcessStore};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("together").await else {
+        return;
+    };
+    // 32 callers each enqueue three messages of their own session, all at once.
+    let before = store.batch_stats();
+    let enqueues = (0..32).map(|caller| {
+        let envelopes: Vec<Envelope> = (0..3)
+            .map(|n| {
+                Envelope::command(Remind::new(format!("{caller}-{n}"))).with_session_id(format!("s{caller}"))
+            })
+            .collect();
+        let queue = if caller % 2 == 0 { "even" } else { "odd" };
+        store.enqueue(queue, envelopes)
+    });
+    for enqueued in futures::future::join_all(enqueues).await {
+        enqueued.unwrap();
+    }
+    let after = store.batch_stats();
+    assert_eq!(after.enqueues.1 - before.enqueues.1, 32, "every enqueue answered");
+    assert!(
+        after.enqueues.0 - before.enqueues.0 < 32,
+        "enqueues share statements: {after:?}"
+    );
+    for queue in ["even", "odd"] {
+        let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+        loop {
+            let batch = store.receive(queue, 100).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for delivery in &batch {
+                let session = delivery.envelope.metadata.session_id.clone().unwrap();
+                let note = delivery.envelope.message.decode::<Remind>().unwrap().note.clone();
+                seen.entry(session).or_default().push(note);
+                store.complete(delivery).await.unwrap();
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            16,
+            "{queue}: each caller's messages went to its own queue"
+        );
+        for (session, ids) in seen {
+            let caller = &session[1..];
+            let expected: Vec<String> = (0..3).map(|n| format!("{caller}-{n}")).collect();
+            assert_eq!(ids, expected, "{queue}/{session}: in the caller's order");
+        }
+    }
+    // 32 processes found by key at once, and one key nobody has.
+    for i in 0..32 {
+        let record = ProcessRecord {
+            process_type: "P".into(),
+            id: Uuid::now_v7(),
+            version: -1,
+            completed: false,
+            key: Some(format!("key-{i}")),
+            codec: Codec::Json,
+            schema_version: 1,
+            state: format!("{{\"n\":{i}}}").into_bytes().into(),
+        };
+        store.save(record, Vec::new()).await.unwrap();
+    }
+    let keys: Vec<String> = (0..33).map(|i| format!("key-{i}")).collect();
+    let found = futures::future::join_all(keys.iter().map(|key| store.find_by_key("P", key, false))).await;
+    for (i, found) in found.into_iter().enumerate() {
+        let found = found.unwrap();
+        if i == 32 {
+            assert!(found.is_none(), "an unknown key finds nothing");
+            continue;
+        }
+        let found = found.expect("each key finds its process");
+        assert_eq!(found.record.key.as_deref(), Some(keys[i].as_str()));
+        assert_eq!(found.record.state.as_ref(), format!("{{\"n\":{i}}}").as_bytes());
+    }
 }

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use self::batched::Batched;
 use self::events::PgAppender;
 use self::group::GroupCommit;
+use self::leases::LeaseHolder;
 use crate::error::{corrupt, db};
 use crate::migrate::POSTGRES as MIGRATIONS;
 
@@ -31,6 +32,22 @@ const MAX_BATCH_EVENTS: usize = 5_000;
 /// Group-commit statements written at once: PostgreSQL overlaps (and group-flushes) concurrent
 /// commits, so a few batches in flight keep it busy while the next ones fill.
 const BATCHES_IN_FLIGHT: usize = 4;
+
+/// `(statements, requests)` of each operation a [`PgStore`] serves in batches (see
+/// [`PgStore::batch_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Stream loads ([`EventReader::load`](cqrs_core::EventReader::load)).
+    pub stream_loads: (u64, u64),
+    /// Finds of processes by key
+    /// ([`ProcessStore::find_by_key`](cqrs_core::ProcessStore::find_by_key)).
+    pub process_finds: (u64, u64),
+    /// Enqueues ([`MessageQueue::enqueue`](cqrs_core::MessageQueue::enqueue)).
+    pub enqueues: (u64, u64),
+    /// Removals of sent process commands
+    /// ([`ProcessStore::remove_commands`](cqrs_core::ProcessStore::remove_commands)).
+    pub command_removals: (u64, u64),
+}
 
 /// Settings of a [`PgStore`].
 #[derive(Debug, Clone)]
@@ -95,8 +112,9 @@ impl PgOptions {
         self
     }
 
-    /// The pool size. With group commit on, the committer keeps up to 4 connections of its
-    /// own besides.
+    /// The pool size. Besides it, the store keeps connections of its own: up to 4 for the
+    /// group committer (when on), up to 4 for the coalesced reads, and one that holds its
+    /// leases (once one is taken).
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
@@ -121,10 +139,12 @@ struct Inner {
     lease: Duration,
     appender: PgAppender,
     group: Option<GroupCommit>,
-    /// Stream loads and removals of sent commands, served together.
+    /// Stream loads, process finds and removals of sent commands, served together.
     batched: Batched,
-    /// The coalesced stream loads' connections.
+    /// The coalesced reads' connections.
     reads: PgPool,
+    /// Holds this store's leases, on one connection.
+    leases: LeaseHolder,
     appended: Arc<Notify>,
     listener: tokio::task::JoinHandle<()>,
     schema: String,
@@ -218,9 +238,9 @@ impl PgStore {
                         .options([("plan_cache_mode", "force_generic_plan")]),
                 )
         });
-        // The coalesced stream loads too: one statement for any number of streams.
+        // The coalesced reads too: one statement for any number of streams or processes.
         let reads = PgPoolOptions::new()
-            .max_connections(batched::LOADS_IN_FLIGHT as u32)
+            .max_connections(batched::READ_CONNECTIONS)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(
                 connect
@@ -257,6 +277,7 @@ impl PgStore {
                 group,
                 batched: Batched::start(pool.clone(), reads.clone()),
                 reads,
+                leases: LeaseHolder::start((*pool.connect_options()).clone()),
                 pool,
                 appended,
                 listener,
@@ -318,15 +339,16 @@ impl PgStore {
         self.inner.group.as_ref().map(GroupCommit::stats)
     }
 
-    /// `(statements, removals)` of sent process commands so far: removals that arrive
-    /// together share a statement.
-    pub fn command_removal_stats(&self) -> (u64, u64) {
-        self.inner.batched.removals.stats()
-    }
-
-    /// `(statements, loads)` of streams so far: loads that arrive together share a statement.
-    pub fn stream_load_stats(&self) -> (u64, u64) {
-        self.inner.batched.loads.stats()
+    /// The statements the store's coalesced operations took so far, and the requests they
+    /// answered: requests of this process that arrive together share a statement.
+    pub fn batch_stats(&self) -> BatchStats {
+        let batched = &self.inner.batched;
+        BatchStats {
+            stream_loads: batched.loads.stats(),
+            process_finds: batched.finds.stats(),
+            enqueues: batched.enqueues.stats(),
+            command_removals: batched.removals.stats(),
+        }
     }
 
     /// Closes the pool.

@@ -25,9 +25,9 @@ fn record(row: &PgRow) -> Result<ProcessRecord> {
     })
 }
 
-/// A process read by [`sql::LOAD_PROCESS`] or [`sql::FIND_PROCESS_BY_KEY`]: its record and, as
+/// A process read by [`sql::LOAD_PROCESS`] or [`sql::FIND_PROCESSES_BY_KEY`]: its record and, as
 /// arrays of the same row, its pending commands.
-fn loaded(row: &PgRow) -> Result<LoadedProcess> {
+pub(super) fn loaded(row: &PgRow) -> Result<LoadedProcess> {
     fn column<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
         row: &'r PgRow,
         name: &str,
@@ -91,22 +91,20 @@ impl ProcessStore for PgStore {
             .transpose()
     }
 
+    /// With whatever other finds of this process are waiting, in one statement: a process
+    /// manager's router finds its process for every message it routes.
     async fn find_by_key(
         &self,
         process_type: &str,
         key: &str,
         include_completed: bool,
     ) -> Result<Option<LoadedProcess>> {
-        sqlx::query(sql::FIND_PROCESS_BY_KEY)
-            .bind(process_type)
-            .bind(key)
-            .bind(include_completed)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(db)?
-            .as_ref()
-            .map(loaded)
-            .transpose()
+        let find = batched::FindByKey {
+            process_type: process_type.to_owned(),
+            key: key.to_owned(),
+            include_completed,
+        };
+        self.inner.batched.finds.call(find).await
     }
 
     /// One statement (`sql::SAVE_PROCESS`); on a conflict, a second one reads the version

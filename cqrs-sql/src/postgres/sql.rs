@@ -143,11 +143,17 @@ pub(super) const LOAD_PROCESS: &str = concat!(
     " FROM cqrs_processes WHERE process_type = $1 AND id = $2) p",
     with_pending_commands!()
 );
-pub(super) const FIND_PROCESS_BY_KEY: &str = concat!(
-    "SELECT p.*, c.* FROM (SELECT ",
+/// The newest process of each type and key (the one not completed first, unless completed
+/// processes do not count), for several: arrays of process types, keys and whether completed
+/// processes count. Each row is a process found, its pending commands and the
+/// ordinal of its request (from 1) in `idx`.
+pub(super) const FIND_PROCESSES_BY_KEY: &str = concat!(
+    "SELECT p.*, c.*, q.idx FROM UNNEST($1::text[], $2::text[], $3::bool[]) \
+     WITH ORDINALITY AS q(process_type, key, include_completed, idx), \
+     LATERAL (SELECT ",
     process_columns!(),
-    " FROM cqrs_processes WHERE process_type = $1 AND key = $2 AND (NOT completed OR $3) \
-     ORDER BY completed ASC, saved_seq DESC LIMIT 1) p",
+    " FROM cqrs_processes WHERE process_type = q.process_type AND key = q.key \
+     AND (NOT completed OR q.include_completed) ORDER BY completed ASC, saved_seq DESC LIMIT 1) p",
     with_pending_commands!()
 );
 pub(super) const PROCESS_VERSION: &str =
@@ -201,14 +207,16 @@ macro_rules! message_columns {
     };
 }
 
+/// Enqueues messages, each to its own queue (`$1`, an array), at time `$2`, in the order given
+/// (their ids rise in that order).
 pub(super) const ENQUEUE: &str = "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
         codec, payload, metadata, enqueued_at, visible_at, expires_at)
-    SELECT $1, e.message_id, e.session_id, e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $2,
+    SELECT e.queue, e.message_id, e.session_id, e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $2,
            e.visible_at, e.expires_at
     FROM UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[],
-                $10::timestamptz[], $11::timestamptz[])
+                $10::timestamptz[], $11::timestamptz[], $1::text[])
          WITH ORDINALITY AS e(message_id, session_id, name, schema_version, codec, payload, metadata, visible_at,
-                              expires_at, ord)
+                              expires_at, queue, ord)
     ORDER BY e.ord";
 
 /// Copies each message to every subscription of topic `$1` whose filter names it.
@@ -228,14 +236,27 @@ pub(super) const PUBLISH: &str = "INSERT INTO cqrs_messages (queue, message_id, 
 /// Locks up to `$4` due messages of queue `$1` at time `$2` until `$3`: only a session's oldest
 /// message, and only when it is neither locked nor waiting for a retry. Competing consumers skip
 /// each other's rows.
+///
+/// The due messages are first narrowed to the oldest of each session (`first`), and only those
+/// are checked against the session's older messages, walking back from each: one lookup per
+/// session rather than per message. A busy session (a conference's seat commands) may hold
+/// hundreds of due messages behind its head, and every completed message leaves a dead entry
+/// at the front of the session's index range until VACUUM: checked message by message from the
+/// front, a receive took 1.7 ms on average and 10 ms at times under load.
 pub(super) const RECEIVE: &str = concat!(
-    "WITH picked AS (
-        SELECT m.id FROM cqrs_messages m
-        WHERE m.queue = $1 AND m.visible_at <= $2 AND (m.locked_until IS NULL OR m.locked_until <= $2)
-          AND (m.session_id IS NULL OR m.id = (
-                SELECT MIN(s.id) FROM cqrs_messages s WHERE s.queue = m.queue AND s.session_id = m.session_id))
+    "WITH first AS (
+        SELECT DISTINCT ON (c.session_id, CASE WHEN c.session_id IS NULL THEN c.id END) c.id, c.session_id
+        FROM cqrs_messages c
+        WHERE c.queue = $1 AND c.visible_at <= $2 AND (c.locked_until IS NULL OR c.locked_until <= $2)
+        ORDER BY c.session_id, CASE WHEN c.session_id IS NULL THEN c.id END, c.id
+    ), picked AS (
+        SELECT m.id FROM first f JOIN cqrs_messages m ON m.id = f.id
+        WHERE m.visible_at <= $2 AND (m.locked_until IS NULL OR m.locked_until <= $2)
+          AND (f.session_id IS NULL OR (
+                SELECT s.id FROM cqrs_messages s WHERE s.queue = $1 AND s.session_id = f.session_id AND s.id < f.id
+                ORDER BY s.id DESC LIMIT 1) IS NULL)
         ORDER BY m.id LIMIT $4
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF m SKIP LOCKED
     )
     UPDATE cqrs_messages m SET locked_until = $3, delivery_count = m.delivery_count + 1
     FROM picked WHERE m.id = picked.id

@@ -10,15 +10,15 @@ use cqrs_core::{
     AnyMessage, Codec, DeadLetter, DeadLetters, Delivery, Envelope, Error, MessageFilter, MessageQueue,
     Metadata, Payload, QueueDepths, Result, Topics, saturating_add,
 };
+use sqlx::Row;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
 
 use super::{PgStore, codec, sql};
 use crate::error::{corrupt, db};
 
 /// Messages as the UNNEST columns of [`sql::ENQUEUE`] and [`sql::PUBLISH`].
 #[derive(Default)]
-struct Columns {
+pub(super) struct Columns {
     message_ids: Vec<String>,
     session_ids: Vec<Option<String>>,
     names: Vec<String>,
@@ -31,7 +31,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn new(envelopes: Vec<Envelope>, now: DateTime<Utc>) -> Result<Self> {
+    pub(super) fn new(envelopes: Vec<Envelope>, now: DateTime<Utc>) -> Result<Self> {
         let mut c = Self::default();
         for envelope in envelopes {
             let payload = envelope.message.to_payload(Codec::Json)?;
@@ -50,6 +50,23 @@ impl Columns {
                 .push(md.time_to_live.map(|ttl| saturating_add(now, ttl)));
         }
         Ok(c)
+    }
+
+    fn len(&self) -> usize {
+        self.message_ids.len()
+    }
+
+    /// `other`'s messages after this one's.
+    fn append(&mut self, mut other: Self) {
+        self.message_ids.append(&mut other.message_ids);
+        self.session_ids.append(&mut other.session_ids);
+        self.names.append(&mut other.names);
+        self.schema_versions.append(&mut other.schema_versions);
+        self.codecs.append(&mut other.codecs);
+        self.payloads.append(&mut other.payloads);
+        self.metadata.append(&mut other.metadata);
+        self.visible_at.append(&mut other.visible_at);
+        self.expires_at.append(&mut other.expires_at);
     }
 
     fn bind<'q>(
@@ -119,6 +136,36 @@ fn dead_letter(row: &PgRow) -> Result<DeadLetter> {
     })
 }
 
+/// Messages for queues, as one enqueue of [`MessageQueue::enqueue`] asks (see
+/// [`insert_messages`]).
+pub(super) struct Enqueue {
+    pub(super) queue: String,
+    pub(super) columns: Columns,
+    pub(super) now: DateTime<Utc>,
+}
+
+/// Writes the messages of `enqueues` in one statement, each enqueue's in its order and the
+/// enqueues in theirs; enqueued at the first one's time.
+pub(super) async fn insert_messages<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    enqueues: Vec<Enqueue>,
+) -> Result<()> {
+    let Some(now) = enqueues.first().map(|e| e.now) else {
+        return Ok(());
+    };
+    let mut queues = Vec::new();
+    let mut all = Columns::default();
+    for enqueue in enqueues {
+        queues.extend(std::iter::repeat_n(enqueue.queue, enqueue.columns.len()));
+        all.append(enqueue.columns);
+    }
+    all.bind(sqlx::query(sql::ENQUEUE).bind(queues).bind(now))
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 impl PgStore {
     /// Wakes this process's consumers of `queue` and, through NOTIFY, every other process's.
     ///
@@ -129,17 +176,6 @@ impl PgStore {
     fn wake(&self, queue: &str) {
         self.inner.wakers.get(queue).notify_one();
         self.inner.notifier.notify(sql::MESSAGES_CHANNEL, queue);
-    }
-
-    async fn insert(&self, conn: &mut PgConnection, queue: &str, envelopes: Vec<Envelope>) -> Result<()> {
-        let now = self.inner.appender.clock.now();
-        let columns = Columns::new(envelopes, now)?;
-        columns
-            .bind(sqlx::query(sql::ENQUEUE).bind(queue).bind(now))
-            .execute(conn)
-            .await
-            .map_err(db)?;
-        Ok(())
     }
 
     async fn settle(
@@ -186,8 +222,14 @@ impl MessageQueue for PgStore {
         if envelopes.is_empty() {
             return Ok(());
         }
-        let mut conn = self.pool().acquire().await.map_err(db)?;
-        self.insert(&mut conn, queue, envelopes).await?;
+        let now = self.clock_now();
+        let enqueue = Enqueue {
+            queue: queue.to_owned(),
+            columns: Columns::new(envelopes, now)?,
+            now,
+        };
+        // With whatever other enqueues of this process are waiting, in one statement.
+        self.inner.batched.enqueues.call(enqueue).await?;
         self.wake(queue);
         Ok(())
     }
@@ -353,7 +395,13 @@ impl DeadLetters for PgStore {
         // Back as it was first sent, but due now: a requeue is an operator's explicit retry.
         let mut envelope = letter.envelope;
         envelope.metadata.delay = None;
-        self.insert(&mut tx, &letter.queue, vec![envelope]).await?;
+        let now = self.clock_now();
+        let enqueue = Enqueue {
+            queue: letter.queue.clone(),
+            columns: Columns::new(vec![envelope], now)?,
+            now,
+        };
+        insert_messages(&mut *tx, vec![enqueue]).await?;
         tx.commit().await.map_err(db)?;
         self.wake(&letter.queue);
         Ok(())
