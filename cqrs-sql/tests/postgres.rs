@@ -585,3 +585,45 @@ async fn enqueues_and_process_finds_made_together_each_keep_their_own() {
         assert_eq!(found.record.state.as_ref(), format!("{{\"n\":{i}}}").as_bytes());
     }
 }
+
+/// A store vacuums the tables it churns through on its own schedule, not autovacuum's.
+#[tokio::test]
+async fn a_store_vacuums_the_tables_it_churns_through() {
+    let _shared = CLUSTER.read().await;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema("vacuum");
+    let store = PgStore::connect_with(
+        cqrs_sql::PgOptions::new(&url)
+            .schema(&schema)
+            .vacuum_every(Some(Duration::from_millis(100))),
+    )
+    .await
+    .unwrap();
+    let vacuumed = || async {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = $1 AND vacuum_count > 0 ORDER BY 1",
+        )
+        .bind(&schema)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        tables
+    };
+    let expected = [
+        "cqrs_messages",
+        "cqrs_outbox",
+        "cqrs_process_commands",
+        "cqrs_processes",
+    ];
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = vacuumed().await;
+        if seen.len() == expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, expected);
+}

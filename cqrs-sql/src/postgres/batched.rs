@@ -62,8 +62,7 @@ pub(super) struct Batched {
 }
 
 impl Batched {
-    /// Starts the tasks on the current tokio runtime: loads and finds on `reads`
-    /// (connections set to generic plans, see [`super::PgStore::connect_with`]), enqueues and
+    /// Starts the tasks on the current tokio runtime: loads and finds on `reads`, enqueues and
     /// removals on `pool`.
     pub(super) fn start(pool: PgPool, reads: PgPool) -> Self {
         Self {

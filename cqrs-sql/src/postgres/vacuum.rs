@@ -1,0 +1,39 @@
+//! Vacuuming the tables a running system churns through.
+//!
+//! Every message enqueued is deleted when completed, every outbox row when published, every
+//! process command when sent; every process save updates its row. The dead rows stay in the
+//! tables and their indexes until VACUUM, and autovacuum looks at a database once a minute at
+//! best (`autovacuum_naptime`), then only past a fifth of the table's size. Meanwhile a queue's
+//! receive walks every dead entry of its due messages: under 200 orders a second, a receive
+//! grew from a fraction of a millisecond to 2.6 ms on average, and the outbox's walk likewise.
+//! A store vacuums these tables itself, every few seconds: each vacuum is cheap when little
+//! is dead, and `SKIP_LOCKED` lets one that another process is running go by.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// The tables vacuumed, each with its statement.
+const CHURNED: [&str; 4] = [
+    "VACUUM (SKIP_LOCKED) cqrs_messages",
+    "VACUUM (SKIP_LOCKED) cqrs_outbox",
+    "VACUUM (SKIP_LOCKED) cqrs_process_commands",
+    "VACUUM (SKIP_LOCKED) cqrs_processes",
+];
+
+/// Vacuums the churned tables every `every`, forever (the store aborts the task).
+pub(super) async fn run(pool: PgPool, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the tables were vacuumed or are new.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for statement in CHURNED {
+            // VACUUM cannot run as a prepared statement: the simple protocol.
+            if let Err(error) = sqlx::raw_sql(statement).execute(&pool).await {
+                tracing::warn!(%error, statement, "vacuum failed; trying again later");
+            }
+        }
+    }
+}
