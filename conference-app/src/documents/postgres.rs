@@ -4,13 +4,14 @@
 //! Each statement is a round trip to the server, so a commit writes all its documents in one
 //! statement for the puts and one for the deletes (`UNNEST` of arrays), whatever their number.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{Coalescer, Result};
 use cqrs_sql::sqlx_error as db_error;
 use sqlx::Row as _;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 
 use super::changes::{Announcement, Changes};
 use super::{
@@ -80,7 +81,13 @@ impl PostgresDocuments {
                     Ok(())
                 })
             })
-            .connect(url)
+            // As the event store's connections: statements over arrays planned once, not at
+            // every execution, and nothing compiled.
+            .connect_with(
+                PgConnectOptions::from_str(url)
+                    .map_err(db_error)?
+                    .options([("jit", "off"), ("plan_cache_mode", "force_generic_plan")]),
+            )
             .await
             .map_err(db_error)?;
         for statement in SCHEMA {
