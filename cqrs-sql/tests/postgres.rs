@@ -627,3 +627,153 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     }
     assert_eq!(seen, expected);
 }
+
+/// Consumers of many sessions complete their messages at once: each takes its own session's
+/// next messages, in order; one whose delivery went stale (its lease ran out and the message
+/// was delivered again) completes nothing and takes nothing.
+#[tokio::test]
+async fn completions_made_together_each_take_their_own_session_s_next_messages() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("completions").await else {
+        return;
+    };
+    for session in 0..24 {
+        let envelopes = (0..3)
+            .map(|n| {
+                Envelope::command(Remind::new(format!("{session}-{n}")))
+                    .with_session_id(format!("s{session}"))
+            })
+            .collect();
+        store.enqueue("q", envelopes).await.unwrap();
+    }
+    let heads = store.receive("q", 100).await.unwrap();
+    assert_eq!(heads.len(), 24, "one head per session");
+    let mut stale = heads[0].clone();
+    stale.delivery_count += 1;
+    let before = store.batch_stats().completions;
+    let settles = heads
+        .iter()
+        .skip(1)
+        .map(|head| store.complete_and_next(std::slice::from_ref(head), 10))
+        .chain(std::iter::once(
+            store.complete_and_next(std::slice::from_ref(&stale), 10),
+        ));
+    let taken = futures::future::join_all(settles).await;
+    let after = store.batch_stats().completions;
+    assert_eq!(after.1 - before.1, 24, "every completion answered");
+    assert!(
+        after.0 - before.0 < 24,
+        "completions share statements: {before:?} → {after:?}"
+    );
+    let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
+    for (head, next) in heads.iter().skip(1).zip(&taken) {
+        let session = head.envelope.metadata.session_id.clone().unwrap();
+        let notes: Vec<String> = next.as_ref().unwrap().iter().map(note).collect();
+        let expected: Vec<String> = (1..3).map(|n| format!("{}-{n}", &session[1..])).collect();
+        assert_eq!(notes, expected, "{session}: its own next messages, in order");
+    }
+    assert!(
+        taken[23].as_ref().unwrap().is_empty(),
+        "a stale delivery takes nothing"
+    );
+    assert!(
+        store.receive("q", 100).await.unwrap().is_empty(),
+        "the stale one's session stays held by its live delivery"
+    );
+    store.complete_and_next(&heads[..1], 10).await.unwrap();
+}
+
+/// Saves of many processes at once share statements; of three saves of one process from the
+/// same version, one wins and the others conflict, and only the winner's commands are stored.
+#[tokio::test]
+async fn process_saves_made_together_are_each_checked_on_their_own() {
+    use cqrs_core::{Bytes, Metadata, Payload, ProcessRecord, ProcessStore, StoredCommand};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("saves").await else {
+        return;
+    };
+    let command = |id: String| StoredCommand {
+        message_id: id.clone(),
+        payload: Payload {
+            name: "Ping".into(),
+            schema_version: 1,
+            codec: Codec::Json,
+            bytes: Bytes::from_static(b"{}"),
+        },
+        metadata: Metadata::with_id(id),
+        stored_at: cqrs_core::chrono::Utc::now(),
+    };
+    let record = |id: Uuid, version: i64, state: &str| ProcessRecord {
+        process_type: "P".into(),
+        id,
+        version,
+        completed: false,
+        key: None,
+        codec: Codec::Json,
+        schema_version: 1,
+        state: Bytes::copy_from_slice(state.as_bytes()),
+    };
+    let ids: Vec<Uuid> = (0..16).map(|_| Uuid::now_v7()).collect();
+    for round in 0..2_i64 {
+        let expected = round - 1;
+        let before = store.batch_stats().process_saves;
+        // Every process saved once, and the first one by two more writers from the same
+        // version: at least two of the three wait together for a statement.
+        let saves = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, format!("{i}-{round}")))
+            .chain((0..2).map(|n| (ids[0], format!("rival{n}-{round}"))))
+            .map(|(id, tag)| {
+                let saved = store.save(
+                    record(id, expected, &format!("{{\"by\":\"{tag}\"}}")),
+                    vec![command(tag.clone())],
+                );
+                async move { (tag, saved.await) }
+            });
+        let results = futures::future::join_all(saves).await;
+        let after = store.batch_stats().process_saves;
+        assert_eq!(after.1 - before.1, 18, "every save answered");
+        assert!(
+            after.0 - before.0 < 18,
+            "saves share statements: {before:?} → {after:?}"
+        );
+        for (tag, result) in &results[1..16] {
+            assert_eq!(
+                *result.as_ref().unwrap(),
+                round,
+                "{tag}: saved at the next version"
+            );
+        }
+        let same: Vec<&(String, _)> = [0, 16, 17].iter().map(|i| &results[*i]).collect();
+        let winners: Vec<&String> = same.iter().filter(|r| r.1.is_ok()).map(|r| &r.0).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "one of three saves from one version wins: {same:?}"
+        );
+        for (tag, result) in same.iter().filter(|r| r.1.is_err()) {
+            assert!(result.as_ref().unwrap_err().is_conflict(), "{tag}: {result:?}");
+        }
+        let winner = winners[0];
+        let loaded = ProcessStore::load(&store, "P", ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            loaded.record.state.as_ref(),
+            format!("{{\"by\":\"{winner}\"}}").as_bytes()
+        );
+        let pending: Vec<&str> = loaded.pending.iter().map(|c| c.message_id.as_str()).collect();
+        assert_eq!(
+            pending.last(),
+            Some(&winner.as_str()),
+            "only the winner's command is stored"
+        );
+        for (tag, _) in same.iter().filter(|r| r.1.is_err()) {
+            assert!(
+                !pending.contains(&tag.as_str()),
+                "{tag}: a conflicting save stores nothing"
+            );
+        }
+    }
+}

@@ -6,19 +6,29 @@
 //!   of the web process reads the tail of an order's; under load, dozens at once.
 //! - **Finds of processes by key.** A process manager's router finds the process of every
 //!   message it routes.
+//! - **Completions of delivered messages** (with the next messages of their sessions): every
+//!   message a processor handles.
+//! - **Process saves**, each with the commands it stores: a process manager saves its process
+//!   for every message it handles. Each save is still checked against its own expected version.
 //! - **Enqueues.** A process manager sends its commands, a router its replies: one statement
 //!   and one commit each.
 //! - **Removals of sent process commands.** A process manager's save stores its commands, the
 //!   commands are sent, then removed: each removal was a statement and a transaction of its own.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use cqrs_core::uuid::Uuid;
-use cqrs_core::{Coalescer, LoadedProcess, Result, StoredEvent, StreamId};
+use cqrs_core::{
+    Coalescer, Delivery, LoadedProcess, ProcessRecord, Result, SharedClock, StoredCommand, StoredEvent,
+    StreamId, saturating_add,
+};
 use sqlx::{PgPool, Row};
 
 use super::events::event;
 use super::processes::loaded;
 use super::sql;
-use super::transport::{Enqueue, insert_messages};
+use super::transport::{Enqueue, delivery, insert_messages};
 use crate::error::db;
 
 /// The most requests one statement takes.
@@ -27,6 +37,10 @@ const MAX_BATCH: usize = 1_024;
 const REMOVALS_IN_FLIGHT: usize = 1;
 /// Enqueues wait for their commit: a few at once overlap their flushes.
 const ENQUEUES_IN_FLIGHT: usize = 2;
+/// Completions too; and the sessions whose next messages they lock wait for them.
+const SETTLES_IN_FLIGHT: usize = 2;
+/// Process saves too.
+const SAVES_IN_FLIGHT: usize = 2;
 /// Stream loads and process finds wait for their answer: a few statements at once keep the wait short while
 /// the next batch fills.
 const LOADS_IN_FLIGHT: usize = 2;
@@ -49,6 +63,25 @@ pub(super) struct FindByKey {
     pub(super) include_completed: bool,
 }
 
+/// Deliveries of one session (or of none) to complete, and how many of the session's next
+/// messages to lock for the same consumer.
+#[derive(Debug)]
+pub(super) struct Settle {
+    pub(super) queue: String,
+    pub(super) session: Option<String>,
+    pub(super) ids: Vec<i64>,
+    pub(super) counts: Vec<i32>,
+    pub(super) max: i64,
+}
+
+/// A process to save with its commands (their metadata as JSON, in order).
+#[derive(Debug)]
+pub(super) struct Save {
+    pub(super) record: ProcessRecord,
+    pub(super) commands: Vec<StoredCommand>,
+    pub(super) metadata: Vec<String>,
+}
+
 /// A stream to load from a version on.
 pub(super) type Load = (StreamId, i64);
 
@@ -59,13 +92,25 @@ pub(super) struct Batched {
     pub(super) loads: Coalescer<Load, Vec<StoredEvent>>,
     pub(super) finds: Coalescer<FindByKey, Option<LoadedProcess>>,
     pub(super) enqueues: Coalescer<Enqueue, ()>,
+    pub(super) settles: Coalescer<Settle, Vec<Delivery>>,
+    /// The version written (`None`: a conflict), and the record saved, for the error.
+    pub(super) saves: Coalescer<Save, (Option<i64>, ProcessRecord)>,
 }
 
 impl Batched {
-    /// Starts the tasks on the current tokio runtime: loads and finds on `reads`, enqueues and
-    /// removals on `pool`.
-    pub(super) fn start(pool: PgPool, reads: PgPool) -> Self {
+    /// Starts the tasks on the current tokio runtime: loads and finds on `reads`, saves,
+    /// completions, enqueues and removals on `pool`; completions lock the next messages for `lease` from
+    /// `clock`'s now.
+    pub(super) fn start(pool: PgPool, reads: PgPool, clock: SharedClock, lease: Duration) -> Self {
         Self {
+            saves: Coalescer::start("process saver", MAX_BATCH, SAVES_IN_FLIGHT, {
+                let pool = pool.clone();
+                move |batch| save(pool.clone(), batch)
+            }),
+            settles: Coalescer::start("completer", MAX_BATCH, SETTLES_IN_FLIGHT, {
+                let pool = pool.clone();
+                move |batch| settle(pool.clone(), Arc::clone(&clock), lease, batch)
+            }),
             removals: Coalescer::start("command remover", MAX_BATCH, REMOVALS_IN_FLIGHT, {
                 let pool = pool.clone();
                 move |batch| remove(pool.clone(), batch)
@@ -122,7 +167,7 @@ async fn load(pool: PgPool, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
     let mut loaded = vec![Vec::new(); batch.len()];
     for row in &rows {
         let idx: i64 = row.try_get(sql::LOAD_STREAMS_REQUEST).map_err(db)?;
-        answer(&mut loaded, idx, "a stream load")?.push(event(row)?);
+        loaded[request(idx, batch.len(), "a stream load")?].push(event(row)?);
     }
     Ok(loaded)
 }
@@ -144,16 +189,157 @@ async fn find(pool: PgPool, batch: Vec<FindByKey>) -> Result<Vec<Option<LoadedPr
     let mut found: Vec<Option<LoadedProcess>> = batch.iter().map(|_| None).collect();
     for row in &rows {
         let idx: i64 = row.try_get("idx").map_err(db)?;
-        *answer(&mut found, idx, "a process find")? = Some(loaded(row)?);
+        found[request(idx, batch.len(), "a process find")?] = Some(loaded(row)?);
     }
     Ok(found)
 }
 
-/// The answer to request `idx` (counted from 1) of `answers`; `what` names the statement in
-/// the error for an ordinal out of range.
-fn answer<'a, T>(answers: &'a mut [T], idx: i64, what: &str) -> Result<&'a mut T> {
+/// The place in a batch of `count` requests of request `idx` (counted from 1, as `WITH
+/// ORDINALITY` counts); `what` names the statement in the error for an ordinal out of range.
+fn request(idx: i64, count: usize, what: &str) -> Result<usize> {
     usize::try_from(idx - 1)
         .ok()
-        .and_then(|i| answers.get_mut(i))
+        .filter(|i| *i < count)
         .ok_or_else(|| cqrs_core::Error::permanent(format!("{what} answered request {idx}")))
+}
+
+async fn settle(
+    pool: PgPool,
+    clock: SharedClock,
+    lease: Duration,
+    batch: Vec<Settle>,
+) -> Result<Vec<Vec<Delivery>>> {
+    let (mut queues, mut sessions, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut counts, mut owners) = (Vec::new(), Vec::new(), Vec::new());
+    for (idx, settle) in (1_i64..).zip(&batch) {
+        queues.push(settle.queue.as_str());
+        sessions.push(settle.session.as_deref());
+        maxes.push(settle.max);
+        ids.extend_from_slice(&settle.ids);
+        counts.extend_from_slice(&settle.counts);
+        owners.extend(std::iter::repeat_n(idx, settle.ids.len()));
+    }
+    let now = clock.now();
+    let rows = sqlx::query(sql::COMPLETE_AND_NEXT)
+        .bind(&queues)
+        .bind(&sessions)
+        .bind(&maxes)
+        .bind(&ids)
+        .bind(&counts)
+        .bind(&owners)
+        .bind(now)
+        .bind(saturating_add(now, lease))
+        .fetch_all(&pool)
+        .await
+        .map_err(db)?;
+    let mut next: Vec<Vec<Delivery>> = batch.iter().map(|_| Vec::new()).collect();
+    for row in &rows {
+        let idx: i64 = row.try_get("idx").map_err(db)?;
+        let i = request(idx, batch.len(), "a completion")?;
+        next[i].push(delivery(row, &batch[i].queue)?);
+    }
+    for deliveries in &mut next {
+        deliveries.sort_by_key(|d| d.id);
+    }
+    Ok(next)
+}
+
+/// Saves `batch` in as few statements as there are saves of one process in it (one, nearly
+/// always): two saves of a process never share a statement, so that one of them conflicts.
+async fn save(pool: PgPool, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
+    let mut rounds: Vec<Vec<(usize, Save)>> = Vec::new();
+    for (place, save) in batch.into_iter().enumerate() {
+        let key = |s: &Save| (s.record.process_type.clone(), s.record.id);
+        let round = rounds
+            .iter()
+            .position(|round| round.iter().all(|(_, other)| key(other) != key(&save)));
+        match round {
+            Some(round) => rounds[round].push((place, save)),
+            None => rounds.push(vec![(place, save)]),
+        }
+    }
+    let mut answers: Vec<(usize, (Option<i64>, ProcessRecord))> = Vec::new();
+    for round in rounds {
+        let saved = save_round(&pool, &round).await?;
+        answers.extend(
+            round
+                .into_iter()
+                .zip(saved)
+                .map(|((place, save), saved)| (place, (saved, save.record))),
+        );
+    }
+    answers.sort_by_key(|(place, _)| *place);
+    Ok(answers.into_iter().map(|(_, answer)| answer).collect())
+}
+
+/// One statement of [`sql::SAVE_PROCESSES`] for saves of distinct processes: the version each
+/// wrote, or `None`.
+async fn save_round(pool: &PgPool, round: &[(usize, Save)]) -> Result<Vec<Option<i64>>> {
+    let mut p = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut c = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (owner, (_, save)) in (1_i64..).zip(round) {
+        let r = &save.record;
+        p.0.push(r.process_type.as_str());
+        p.1.push(r.id);
+        p.2.push(r.completed);
+        p.3.push(r.key.as_deref());
+        p.4.push(r.codec.tag());
+        p.5.push(r.schema_version as i32);
+        p.6.push(r.state.as_ref());
+        p.7.push(r.version);
+        for (command, metadata) in save.commands.iter().zip(&save.metadata) {
+            c.0.push(command.message_id.as_str());
+            c.1.push(command.payload.name.as_str());
+            c.2.push(command.payload.schema_version as i32);
+            c.3.push(command.payload.codec.tag());
+            c.4.push(command.payload.bytes.as_ref());
+            c.5.push(metadata.as_str());
+            c.6.push(command.stored_at);
+            c.7.push(owner);
+        }
+    }
+    let rows = sqlx::query(sql::SAVE_PROCESSES)
+        .bind(&p.0)
+        .bind(&p.1)
+        .bind(&p.2)
+        .bind(&p.3)
+        .bind(&p.4)
+        .bind(&p.5)
+        .bind(&p.6)
+        .bind(&p.7)
+        .bind(&c.0)
+        .bind(&c.1)
+        .bind(&c.2)
+        .bind(&c.3)
+        .bind(&c.4)
+        .bind(&c.5)
+        .bind(&c.6)
+        .bind(&c.7)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    let mut saved = vec![None; round.len()];
+    for row in &rows {
+        let idx: i64 = row.try_get("idx").map_err(db)?;
+        saved[request(idx, round.len(), "a process save")?] = row.try_get("saved").map_err(db)?;
+    }
+    Ok(saved)
 }

@@ -43,8 +43,13 @@ pub struct BatchStats {
     /// Finds of processes by key
     /// ([`ProcessStore::find_by_key`](cqrs_core::ProcessStore::find_by_key)).
     pub process_finds: (u64, u64),
+    /// Process saves ([`ProcessStore::save`](cqrs_core::ProcessStore::save)).
+    pub process_saves: (u64, u64),
     /// Enqueues ([`MessageQueue::enqueue`](cqrs_core::MessageQueue::enqueue)).
     pub enqueues: (u64, u64),
+    /// Completions with the sessions' next messages
+    /// ([`MessageQueue::complete_and_next`](cqrs_core::MessageQueue::complete_and_next)).
+    pub completions: (u64, u64),
     /// Removals of sent process commands
     /// ([`ProcessStore::remove_commands`](cqrs_core::ProcessStore::remove_commands)).
     pub command_removals: (u64, u64),
@@ -299,7 +304,12 @@ impl PgStore {
                 lease: options.lease,
                 appender,
                 group,
-                batched: Batched::start(pool.clone(), reads.clone()),
+                batched: Batched::start(
+                    pool.clone(),
+                    reads.clone(),
+                    Arc::clone(&options.clock),
+                    options.lease,
+                ),
                 reads,
                 leases: LeaseHolder::start((*pool.connect_options()).clone()),
                 vacuum: options
@@ -373,7 +383,9 @@ impl PgStore {
         BatchStats {
             stream_loads: batched.loads.stats(),
             process_finds: batched.finds.stats(),
+            process_saves: batched.saves.stats(),
             enqueues: batched.enqueues.stats(),
+            completions: batched.settles.stats(),
             command_removals: batched.removals.stats(),
         }
     }

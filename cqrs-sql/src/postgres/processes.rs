@@ -107,49 +107,21 @@ impl ProcessStore for PgStore {
         self.inner.batched.finds.call(find).await
     }
 
-    /// One statement (`sql::SAVE_PROCESS`); on a conflict, a second one reads the version
-    /// that is there, for the error.
+    /// With whatever other saves of this process are waiting, in one statement
+    /// (`sql::SAVE_PROCESSES`); on a conflict, a second one reads the version that is there,
+    /// for the error.
     async fn save(&self, record: ProcessRecord, commands: Vec<StoredCommand>) -> Result<i64> {
         let expected = record.version;
-        let mut columns = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        for c in &commands {
-            columns.0.push(c.message_id.as_str());
-            columns.1.push(c.payload.name.as_str());
-            columns.2.push(c.payload.schema_version as i32);
-            columns.3.push(c.payload.codec.tag());
-            columns.4.push(c.payload.bytes.as_ref());
-            columns
-                .5
-                .push(serde_json::to_string(&c.metadata).map_err(Error::permanent)?);
-            columns.6.push(c.stored_at);
-        }
-        let saved: Option<i64> = sqlx::query_scalar(sql::SAVE_PROCESS)
-            .bind(record.process_type.as_str())
-            .bind(record.id)
-            .bind(record.completed)
-            .bind(record.key.as_deref())
-            .bind(record.codec.tag())
-            .bind(record.schema_version as i32)
-            .bind(record.state.as_ref())
-            .bind(expected)
-            .bind(&columns.0)
-            .bind(&columns.1)
-            .bind(&columns.2)
-            .bind(&columns.3)
-            .bind(&columns.4)
-            .bind(&columns.5)
-            .bind(&columns.6)
-            .fetch_one(self.pool())
-            .await
-            .map_err(db)?;
+        let metadata = commands
+            .iter()
+            .map(|c| serde_json::to_string(&c.metadata).map_err(Error::permanent))
+            .collect::<Result<Vec<_>>>()?;
+        let save = batched::Save {
+            record,
+            commands,
+            metadata,
+        };
+        let (saved, record) = self.inner.batched.saves.call(save).await?;
         if let Some(version) = saved {
             return Ok(version);
         }

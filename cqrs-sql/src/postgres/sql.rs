@@ -158,30 +158,42 @@ pub(super) const FIND_PROCESSES_BY_KEY: &str = concat!(
 );
 pub(super) const PROCESS_VERSION: &str =
     "SELECT version FROM cqrs_processes WHERE process_type = $1 AND id = $2";
-/// Saves a process and appends its commands in one statement: the commands are written only
-/// when the process was. `$8` is the version expected (-1: a new process); `$9`… the commands'
-/// columns. One row: the version written, or NULL on a conflict.
-pub(super) const SAVE_PROCESS: &str = "WITH inserted AS (
+/// Saves several processes (distinct ones) and appends their commands in one statement: a
+/// process's commands are written only when the process was. Processes: arrays `$1`…`$8`
+/// (type, id, completed, key, codec, schema version, state, version expected: -1 for a new
+/// process), counted from 1 by their order. Commands: arrays `$9`…`$15`, and the process each
+/// belongs to `$16`, in the order to store them. One row per process: its ordinal `idx` and
+/// the version written, or NULL on a conflict.
+pub(super) const SAVE_PROCESSES: &str = "WITH p AS (
+        SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::bool[], $4::text[], $5::text[], $6::int4[], $7::bytea[],
+                             $8::int8[])
+            WITH ORDINALITY AS p(process_type, id, completed, key, codec, schema_version, state, expected, idx)
+    ), inserted AS (
         INSERT INTO cqrs_processes (process_type, id, version, completed, key, codec, schema_version, state)
-        SELECT $1, $2, 0, $3, $4, $5, $6, $7 WHERE $8 = -1
-        ON CONFLICT DO NOTHING RETURNING version
+        SELECT process_type, id, 0, completed, key, codec, schema_version, state FROM p WHERE expected = -1
+        ON CONFLICT DO NOTHING RETURNING process_type, id, version
     ), updated AS (
-        UPDATE cqrs_processes SET version = version + 1, completed = $3, key = $4, codec = $5,
-            schema_version = $6, state = $7, saved_seq = nextval('cqrs_process_saves')
-        WHERE $8 <> -1 AND process_type = $1 AND id = $2 AND version = $8
-        RETURNING version
+        UPDATE cqrs_processes c SET version = c.version + 1, completed = p.completed, key = p.key, codec = p.codec,
+            schema_version = p.schema_version, state = p.state, saved_seq = nextval('cqrs_process_saves')
+        FROM p
+        WHERE p.expected <> -1 AND c.process_type = p.process_type AND c.id = p.id AND c.version = p.expected
+        RETURNING c.process_type, c.id, c.version
     ), saved AS (
-        SELECT version FROM inserted UNION ALL SELECT version FROM updated
+        SELECT p.idx, s.version FROM p
+        JOIN (SELECT * FROM inserted UNION ALL SELECT * FROM updated) s ON s.process_type = p.process_type AND s.id = p.id
     ), commands AS (
         INSERT INTO cqrs_process_commands
             (process_type, id, message_id, name, schema_version, codec, payload, metadata, stored_at)
-        SELECT $1, $2, c.message_id, c.name, c.schema_version, c.codec, c.payload, c.metadata::jsonb, c.stored_at
-        FROM UNNEST($9::text[], $10::text[], $11::int4[], $12::text[], $13::bytea[], $14::text[], $15::timestamptz[])
-             WITH ORDINALITY AS c(message_id, name, schema_version, codec, payload, metadata, stored_at, ord)
-        WHERE EXISTS (SELECT 1 FROM saved)
+        SELECT p.process_type, p.id, c.message_id, c.name, c.schema_version, c.codec, c.payload, c.metadata::jsonb,
+               c.stored_at
+        FROM UNNEST($9::text[], $10::text[], $11::int4[], $12::text[], $13::bytea[], $14::text[], $15::timestamptz[],
+                    $16::int8[])
+             WITH ORDINALITY AS c(message_id, name, schema_version, codec, payload, metadata, stored_at, owner, ord)
+        JOIN p ON p.idx = c.owner
+        WHERE EXISTS (SELECT 1 FROM saved WHERE saved.idx = c.owner)
         ORDER BY c.ord
     )
-    SELECT (SELECT version FROM saved) AS saved";
+    SELECT p.idx, s.version AS saved FROM p LEFT JOIN saved s ON s.idx = p.idx";
 /// The sent commands of several processes: `(process_type, id, message_id)` as three arrays.
 pub(super) const REMOVE_SENT_COMMANDS: &str = "DELETE FROM cqrs_process_commands c \
      USING UNNEST($1::text[], $2::uuid[], $3::text[]) AS d(process_type, id, message_id) \
@@ -264,40 +276,50 @@ pub(super) const RECEIVE: &str = concat!(
     message_columns!()
 );
 
-/// Completes deliveries (ids `$1`, delivery counts `$2`, each fenced) of session `$4` of queue
-/// `$3` and, when every one of them was still held, locks until `$6` up to `$7` of the
-/// session's leading messages at time `$5`: from the oldest left, those due and neither locked
-/// nor waiting for a retry, up to the first that is not.
+/// Completes the deliveries of several consumers' requests and, for each request whose
+/// deliveries were all still held, locks the next messages of its session. Requests: queues
+/// `$1`, sessions `$2` (NULL: none, nothing is locked), how many to lock at most `$3`, counted
+/// from 1 by their order. Deliveries: ids `$4`, delivery counts `$5` (each fenced), and the
+/// request each belongs to `$6`. At time `$7`, locked until `$8`. Each row answers request `idx`.
 ///
-/// One statement: its parts all see the table as it was before the delete, so the run leaves
-/// the completed ids out. Until it commits, the completed rows stay locked by the delete, so a
-/// competing `RECEIVE`, which takes a session only at its oldest message, skips the session;
-/// after, the session's oldest message is locked by this consumer.
+/// A request's run is, from its session's oldest message left, those due and neither locked
+/// nor waiting for a retry, up to the first that is not. One statement: its parts all see the
+/// table as it was before the delete, so the runs leave the completed ids out. Until it
+/// commits, the completed rows stay locked by the delete, so a competing `RECEIVE`, which
+/// takes a session only at its oldest message, skips the session; after, the session's oldest
+/// message is locked by this consumer. A session is held by one consumer at a time, so two
+/// requests of a statement are of different sessions (or one of them, whose lease ran out,
+/// completes nothing and takes nothing).
 pub(super) const COMPLETE_AND_NEXT: &str = concat!(
-    "WITH done AS (
-        DELETE FROM cqrs_messages m USING UNNEST($1::int8[], $2::int4[]) AS d(id, count)
+    "WITH r AS (
+        SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS r(queue, session_id, max, idx)
+    ), d AS (
+        SELECT * FROM UNNEST($4::int8[], $5::int4[], $6::int8[]) AS d(id, count, idx)
+    ), done AS (
+        DELETE FROM cqrs_messages m USING d
         WHERE m.id = d.id AND m.delivery_count = d.count AND m.locked_until IS NOT NULL
-        RETURNING m.id
+        RETURNING m.id, d.idx
+    ), held AS (
+        SELECT r.* FROM r
+        WHERE r.session_id IS NOT NULL AND r.max > 0
+          AND (SELECT count(*) FROM done WHERE done.idx = r.idx) = (SELECT count(*) FROM d WHERE d.idx = r.idx)
     ), run AS (
-        SELECT s.id FROM cqrs_messages s
-        WHERE s.queue = $3 AND s.session_id = $4 AND s.id <> ALL ($1)
-          AND s.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) FROM cqrs_messages b
-                      WHERE b.queue = $3 AND b.session_id = $4 AND b.id <> ALL ($1)
-                        AND (b.visible_at > $5 OR b.locked_until > $5))
-          AND (SELECT count(*) FROM done) = cardinality($1)
-        ORDER BY s.id LIMIT $7
+        SELECT n.id, h.idx FROM held h, LATERAL (
+            SELECT s.id FROM cqrs_messages s
+            WHERE s.queue = h.queue AND s.session_id = h.session_id AND s.id <> ALL ($4)
+              AND s.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) FROM cqrs_messages b
+                          WHERE b.queue = h.queue AND b.session_id = h.session_id AND b.id <> ALL ($4)
+                            AND (b.visible_at > $7 OR b.locked_until > $7))
+            ORDER BY s.id LIMIT h.max OFFSET 0) n
     )
-    UPDATE cqrs_messages m SET locked_until = $6, delivery_count = m.delivery_count + 1
+    UPDATE cqrs_messages m SET locked_until = $8, delivery_count = m.delivery_count + 1
     FROM run WHERE m.id = run.id
-    RETURNING ",
+    RETURNING run.idx, ",
     message_columns!()
 );
 
 pub(super) const COMPLETE: &str =
     "DELETE FROM cqrs_messages WHERE id = $1 AND delivery_count = $2 AND locked_until IS NOT NULL";
-/// Completes several deliveries: ids `$1`, delivery counts `$2`, each fenced.
-pub(super) const COMPLETE_MANY: &str = "DELETE FROM cqrs_messages m USING UNNEST($1::int8[], $2::int4[]) AS d(id, count) \
-     WHERE m.id = d.id AND m.delivery_count = d.count AND m.locked_until IS NOT NULL";
 /// Gives deliveries back untried (ids `$1`, delivery counts `$2`): unlocked, their delivery
 /// not counted.
 pub(super) const RELEASE: &str = "UPDATE cqrs_messages m SET locked_until = NULL, delivery_count = m.delivery_count - 1 \

@@ -13,7 +13,7 @@ use cqrs_core::{
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{PgStore, codec, sql};
+use super::{PgStore, batched, codec, sql};
 use crate::error::{corrupt, db};
 
 /// Messages as the UNNEST columns of [`sql::ENQUEUE`] and [`sql::PUBLISH`].
@@ -98,27 +98,30 @@ fn envelope(row: &PgRow) -> Result<Envelope> {
     Ok(Envelope::from_parts(AnyMessage::raw(payload), metadata))
 }
 
+/// A locked message of `queue` (a row of `message_columns!`) as a delivery.
+pub(super) fn delivery(row: &PgRow, queue: &str) -> Result<Delivery> {
+    Ok(Delivery {
+        id: row.try_get::<i64, _>("id").map_err(db)? as u64,
+        queue: queue.to_owned(),
+        envelope: envelope(row)?,
+        delivery_count: row.try_get::<i32, _>("delivery_count").map_err(db)? as u32,
+        enqueued_at: row.try_get("enqueued_at").map_err(db)?,
+        expires_at: row.try_get("expires_at").map_err(db)?,
+    })
+}
+
 /// Locked messages of `queue` as deliveries, oldest first.
 fn deliveries(rows: &[PgRow], queue: &str) -> Result<Vec<Delivery>> {
     let mut deliveries = rows
         .iter()
-        .map(|row| {
-            Ok(Delivery {
-                id: row.try_get::<i64, _>("id").map_err(db)? as u64,
-                queue: queue.to_owned(),
-                envelope: envelope(row)?,
-                delivery_count: row.try_get::<i32, _>("delivery_count").map_err(db)? as u32,
-                enqueued_at: row.try_get("enqueued_at").map_err(db)?,
-                expires_at: row.try_get("expires_at").map_err(db)?,
-            })
-        })
+        .map(|row| delivery(row, queue))
         .collect::<Result<Vec<_>>>()?;
     deliveries.sort_by_key(|d| d.id);
     Ok(deliveries)
 }
 
 /// The fences of `deliveries` as the arrays a fenced statement takes: ids and delivery counts.
-fn fences(deliveries: &[Delivery]) -> (Vec<i64>, Vec<i32>) {
+pub(super) fn fences(deliveries: &[Delivery]) -> (Vec<i64>, Vec<i32>) {
     deliveries
         .iter()
         .map(|d| (d.id as i64, d.delivery_count as i32))
@@ -252,30 +255,22 @@ impl MessageQueue for PgStore {
     }
 
     /// The completions and the session's next messages in one statement
-    /// (`sql::COMPLETE_AND_NEXT`). The other consumers are woken only when this one took
-    /// nothing: while it holds the session, its completions free nothing for them.
+    /// (`sql::COMPLETE_AND_NEXT`), with whatever other completions of this process are waiting.
+    /// The other consumers are woken only when this one took nothing: while it holds the
+    /// session, its completions free nothing for them.
     async fn complete_and_next(&self, completed: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
         let Some(last) = completed.last() else {
             return Ok(Vec::new());
         };
-        let Some(session) = last.envelope.metadata.session_id.as_deref().filter(|_| max > 0) else {
-            self.settle_many(sql::COMPLETE_MANY, completed).await?;
-            return Ok(Vec::new());
-        };
         let (ids, counts) = fences(completed);
-        let now = self.clock_now();
-        let rows = sqlx::query(sql::COMPLETE_AND_NEXT)
-            .bind(ids)
-            .bind(counts)
-            .bind(&last.queue)
-            .bind(session)
-            .bind(now)
-            .bind(saturating_add(now, self.inner.lease))
-            .bind(max as i64)
-            .fetch_all(self.pool())
-            .await
-            .map_err(db)?;
-        let next = deliveries(&rows, &last.queue)?;
+        let settle = batched::Settle {
+            queue: last.queue.clone(),
+            session: last.envelope.metadata.session_id.clone(),
+            ids,
+            counts,
+            max: max as i64,
+        };
+        let next = self.inner.batched.settles.call(settle).await?;
         if next.is_empty() {
             self.wake(&last.queue);
         }

@@ -29,11 +29,26 @@ pub(super) async fn run(pool: PgPool, every: Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        for statement in CHURNED {
-            // VACUUM cannot run as a prepared statement: the simple protocol.
-            if let Err(error) = sqlx::raw_sql(statement).execute(&pool).await {
-                tracing::warn!(%error, statement, "vacuum failed; trying again later");
-            }
+        if let Err(error) = vacuum(&pool).await {
+            tracing::warn!(%error, "vacuum failed; trying again later");
         }
     }
+}
+
+async fn vacuum(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    // A table skipped because another process is vacuuming it is expected, not worth the
+    // warning PostgreSQL sends (and sqlx logs) for it.
+    sqlx::raw_sql("SET client_min_messages = error")
+        .execute(&mut *conn)
+        .await?;
+    let mut vacuumed = Ok(());
+    for statement in CHURNED {
+        // VACUUM cannot run as a prepared statement: the simple protocol.
+        vacuumed = vacuumed.and(sqlx::raw_sql(statement).execute(&mut *conn).await.map(drop));
+    }
+    sqlx::raw_sql("RESET client_min_messages")
+        .execute(&mut *conn)
+        .await?;
+    vacuumed
 }
