@@ -16,6 +16,7 @@
 //! | subscriptions | [`CatchUp`] (read the log from a checkpoint), [`CheckpointStore`], [`SharedLog`] (one read for several) |
 //! | singletons | [`Leases`], [`Lease`], [`run_under_lease`] (one process at a time runs a publisher, a relay, a projection) |
 //! | time | [`Clock`], [`SystemClock`], [`ManualClock`] |
+//! | backends' machinery | [`Coalescer`] (what many tasks ask at once, served in one call) |
 //!
 //! ## Example
 //!

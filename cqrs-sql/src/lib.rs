@@ -5,7 +5,7 @@
 //! | feature | type | what it is |
 //! |---|---|---|
 //! | `sqlite` (default) | `SqliteStore`, `SqliteReaders` | the embedded default: one file, WAL, one writer connection on a thread of its own (`BEGIN IMMEDIATE`, group commit), readers used on the calling thread; `SqliteReaders` offers the same readers for an application's own SQLite files |
-//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; LISTEN/NOTIFY wake-ups |
+//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; what a process's tasks ask at once (loads, saves, completions, enqueues) served in one statement; LISTEN/NOTIFY wake-ups |
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:
 //! `EventReader`, `EventAppender` and `EventOutbox` (the outbox rows are written by the append

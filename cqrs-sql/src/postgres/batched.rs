@@ -41,8 +41,8 @@ const ENQUEUES_IN_FLIGHT: usize = 2;
 const SETTLES_IN_FLIGHT: usize = 2;
 /// Process saves too.
 const SAVES_IN_FLIGHT: usize = 2;
-/// Stream loads and process finds wait for their answer: a few statements at once keep the wait short while
-/// the next batch fills.
+/// Stream loads and process finds wait for their answer: a few statements at once keep the
+/// wait short while the next batch fills.
 const LOADS_IN_FLIGHT: usize = 2;
 /// The connections of the reads: stream loads and process finds.
 pub(super) const READ_CONNECTIONS: u32 = 2 * LOADS_IN_FLIGHT as u32;
@@ -99,8 +99,8 @@ pub(super) struct Batched {
 
 impl Batched {
     /// Starts the tasks on the current tokio runtime: loads and finds on `reads`, saves,
-    /// completions, enqueues and removals on `pool`; completions lock the next messages for `lease` from
-    /// `clock`'s now.
+    /// completions, enqueues and removals on `pool`; completions lock the next messages for
+    /// `lease` from `clock`'s now.
     pub(super) fn start(pool: PgPool, reads: PgPool, clock: SharedClock, lease: Duration) -> Self {
         Self {
             saves: Coalescer::start("process saver", MAX_BATCH, SAVES_IN_FLIGHT, {
