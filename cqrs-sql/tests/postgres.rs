@@ -322,7 +322,7 @@ async fn leases_are_exclusive_and_a_dead_holder_loses_its_lease() {
         .await
         .unwrap();
     assert_eq!(terminated, [true]);
-    for lease in [lease, publisher] {
+    for lease in [&lease, &publisher] {
         tokio::time::timeout(Duration::from_secs(10), lease.lost())
             .await
             .expect("the holder learns that it lost each lease");
@@ -333,6 +333,13 @@ async fn leases_are_exclusive_and_a_dead_holder_loses_its_lease() {
     assert!(
         again.is_some(),
         "the store that lost its connection takes a lease on a new one"
+    );
+    // The lost holdings are dropped only now: that releases nothing taken since.
+    drop((lease, publisher));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        other.try_acquire("publisher").await.unwrap().is_none(),
+        "the lease taken again is still held"
     );
 }
 

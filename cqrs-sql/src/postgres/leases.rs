@@ -32,16 +32,19 @@ const HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advi
      AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
      AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0))";
 
+/// A lock taken: the holding's number, and the receiver that learns when it is lost.
+type Taken = (u64, watch::Receiver<bool>);
+
 enum Request {
-    /// Take the lock of `key`: the receiver that learns when it is lost, or `None` when someone
-    /// (this store included) holds it.
+    /// Take the lock of `key`: the holding's number and the receiver that learns when it is
+    /// lost, or `None` when someone (this store included) holds it.
     Acquire {
         key: String,
-        reply: oneshot::Sender<Result<Option<watch::Receiver<bool>>>>,
+        reply: oneshot::Sender<Result<Option<Taken>>>,
     },
-    Release {
-        key: String,
-    },
+    /// Release the lock of `key` if it is still held by holding `holding` (not lost, and not
+    /// taken again since).
+    Release { key: String, holding: u64 },
 }
 
 /// The handle of the task that holds a store's leases; the task ends (and its connection
@@ -64,6 +67,7 @@ impl LeaseHolder {
 /// Releases its lock when dropped.
 struct Held {
     key: String,
+    holding: u64,
     sender: mpsc::UnboundedSender<Request>,
 }
 
@@ -72,6 +76,7 @@ impl Drop for Held {
         // A holder that has stopped has closed its connection, and the lock with it.
         let _ = self.sender.send(Request::Release {
             key: std::mem::take(&mut self.key),
+            holding: self.holding,
         });
     }
 }
@@ -99,30 +104,29 @@ impl Leases for PgStore {
                 reply,
             })
             .map_err(|_| stopped())?;
-        let Some(lost) = answer.await.map_err(|_| stopped())?? else {
+        let Some((holding, lost)) = answer.await.map_err(|_| stopped())?? else {
             return Ok(None);
         };
         let held = Held {
             key,
+            holding,
             sender: sender.clone(),
         };
         Ok(Some(Lease::new(name, held, lost)))
     }
 }
 
-/// The locks held on one connection, and how each holder learns of its loss.
+/// The locks held on one connection: for each, the holding's number and how its holder
+/// learns of its loss.
 #[derive(Default)]
 struct Locks {
     conn: Option<PgConnection>,
-    held: HashMap<String, watch::Sender<bool>>,
+    held: HashMap<String, (u64, watch::Sender<bool>)>,
+    holdings: u64,
 }
 
 impl Locks {
-    async fn acquire(
-        &mut self,
-        options: &PgConnectOptions,
-        key: String,
-    ) -> Result<Option<watch::Receiver<bool>>> {
+    async fn acquire(&mut self, options: &PgConnectOptions, key: String) -> Result<Option<Taken>> {
         // Advisory locks are reentrant within a session: a second lease on a name this store
         // holds would be granted. It is someone else's to refuse.
         if self.held.contains_key(&key) {
@@ -141,14 +145,17 @@ impl Locks {
             return Ok(None);
         }
         let (lost, receiver) = watch::channel(false);
-        self.held.insert(key, lost);
-        Ok(Some(receiver))
+        self.holdings += 1;
+        self.held.insert(key, (self.holdings, lost));
+        Ok(Some((self.holdings, receiver)))
     }
 
-    async fn release(&mut self, key: &str) {
-        if self.held.remove(key).is_none() {
+    async fn release(&mut self, key: &str, holding: u64) {
+        // A lease lost with its connection, perhaps taken again since: not this holding's.
+        if self.held.get(key).is_none_or(|(h, _)| *h != holding) {
             return;
         }
+        self.held.remove(key);
         let Some(conn) = &mut self.conn else {
             return;
         };
@@ -176,7 +183,7 @@ impl Locks {
     }
 
     async fn lose_all(&mut self) {
-        for (_, lost) in self.held.drain() {
+        for (_, (_, lost)) in self.held.drain() {
             let _ = lost.send(true);
         }
         if let Some(conn) = self.conn.take() {
@@ -201,7 +208,7 @@ async fn hold(options: PgConnectOptions, mut requests: mpsc::UnboundedReceiver<R
                     }
                     let _ = reply.send(acquired);
                 }
-                Some(Request::Release { key }) => locks.release(&key).await,
+                Some(Request::Release { key, holding }) => locks.release(&key, holding).await,
                 // The store is gone: closing the connection releases every lock.
                 None => break,
             },

@@ -121,7 +121,7 @@ fn deliveries(rows: &[PgRow], queue: &str) -> Result<Vec<Delivery>> {
 }
 
 /// The fences of `deliveries` as the arrays a fenced statement takes: ids and delivery counts.
-pub(super) fn fences(deliveries: &[Delivery]) -> (Vec<i64>, Vec<i32>) {
+fn fences(deliveries: &[Delivery]) -> (Vec<i64>, Vec<i32>) {
     deliveries
         .iter()
         .map(|d| (d.id as i64, d.delivery_count as i32))
