@@ -2,7 +2,8 @@
 //! every commit announced with `NOTIFY` so that the long polls of the other processes wake.
 //!
 //! Each statement is a round trip to the server, so a commit writes all its documents in one
-//! statement for the puts and one for the deletes (`UNNEST` of arrays), whatever their number.
+//! statement for the puts and one for the deletes (`UNNEST` of arrays), whatever their number,
+//! and the reads that wait together share one.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -44,9 +45,9 @@ const FIND_IX2_MANY: &str = "SELECT q.idx, d.key, d.doc, d.ix1, d.ix2
          LATERAL (SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = q.model AND ix2 = q.value OFFSET 0) d";
 /// The most reads one statement takes.
 const MAX_READS: usize = 1_024;
-/// Statements of one kind of read at once: a few keep the wait short while the next batch
-/// fills.
-const READS_IN_FLIGHT: usize = 2;
+/// One statement of each kind of read at a time, as the store's (see `cqrs-sql`'s
+/// `postgres/batched.rs`): while it runs, the next batch fills.
+const READS_IN_FLIGHT: usize = 1;
 
 /// The channel on which commits are announced to every process (payload: an
 /// [`Announcement`]).

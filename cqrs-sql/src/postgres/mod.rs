@@ -137,7 +137,7 @@ impl PgOptions {
     }
 
     /// The pool size. Besides it, the store keeps connections of its own: up to 4 for the
-    /// group committer (when on), up to 4 for the coalesced reads, and one that holds its
+    /// group committer (when on), 2 for the coalesced reads, and one that holds its
     /// leases (once one is taken).
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
@@ -163,7 +163,7 @@ struct Inner {
     lease: Duration,
     appender: PgAppender,
     group: Option<GroupCommit>,
-    /// Stream loads, process finds and removals of sent commands, served together.
+    /// What many tasks of this process ask at once, served together.
     batched: Batched,
     /// The coalesced reads' connections.
     reads: PgPool,
