@@ -410,35 +410,15 @@ async fn postgres_errors_are_classified_by_their_sqlstate() {
 
 #[tokio::test]
 async fn sent_commands_of_many_processes_are_removed_together() {
-    use cqrs_core::{Bytes, Metadata, Payload, ProcessRecord, ProcessStore, StoredCommand};
+    use cqrs_core::ProcessStore;
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("removals").await else {
         return;
     };
-    let command = |id: String| StoredCommand {
-        message_id: id.clone(),
-        payload: Payload {
-            name: "Ping".into(),
-            schema_version: 1,
-            codec: Codec::Json,
-            bytes: Bytes::from_static(b"{}"),
-        },
-        metadata: Metadata::with_id(id),
-        stored_at: cqrs_core::chrono::Utc::now(),
-    };
     let ids: Vec<Uuid> = (0..64).map(|_| Uuid::now_v7()).collect();
     for id in &ids {
-        let record = ProcessRecord {
-            process_type: "P".into(),
-            id: *id,
-            version: -1,
-            completed: false,
-            key: None,
-            codec: Codec::Json,
-            schema_version: 1,
-            state: Bytes::from_static(b"{}"),
-        };
-        let commands = vec![command(format!("{id}-a")), command(format!("{id}-b"))];
+        let record = process(*id, -1, None, "{}");
+        let commands = vec![ping_command(format!("{id}-a")), ping_command(format!("{id}-b"))];
         store.save(record, commands).await.unwrap();
     }
     let before = store.batch_stats().command_removals;
@@ -515,7 +495,7 @@ async fn streams_loaded_together_each_get_their_own_events() {
 #[tokio::test]
 async fn enqueues_and_process_finds_made_together_each_keep_their_own() {
     use cqrs_core::testing::sample::Remind;
-    use cqrs_core::{Envelope, MessageQueue, ProcessRecord, ProcessStore};
+    use cqrs_core::{Envelope, MessageQueue, ProcessStore};
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("together").await else {
         return;
@@ -567,16 +547,12 @@ async fn enqueues_and_process_finds_made_together_each_keep_their_own() {
     }
     // 32 processes found by key at once, and one key nobody has.
     for i in 0..32 {
-        let record = ProcessRecord {
-            process_type: "P".into(),
-            id: Uuid::now_v7(),
-            version: -1,
-            completed: false,
-            key: Some(format!("key-{i}")),
-            codec: Codec::Json,
-            schema_version: 1,
-            state: format!("{{\"n\":{i}}}").into_bytes().into(),
-        };
+        let record = process(
+            Uuid::now_v7(),
+            -1,
+            Some(format!("key-{i}")),
+            &format!("{{\"n\":{i}}}"),
+        );
         store.save(record, Vec::new()).await.unwrap();
     }
     let keys: Vec<String> = (0..33).map(|i| format!("key-{i}")).collect();
@@ -696,31 +672,10 @@ async fn completions_made_together_each_take_their_own_session_s_next_messages()
 /// same version, one wins and the others conflict, and only the winner's commands are stored.
 #[tokio::test]
 async fn process_saves_made_together_are_each_checked_on_their_own() {
-    use cqrs_core::{Bytes, Metadata, Payload, ProcessRecord, ProcessStore, StoredCommand};
+    use cqrs_core::ProcessStore;
     let _shared = CLUSTER.read().await;
     let Some(store) = support::postgres("saves").await else {
         return;
-    };
-    let command = |id: String| StoredCommand {
-        message_id: id.clone(),
-        payload: Payload {
-            name: "Ping".into(),
-            schema_version: 1,
-            codec: Codec::Json,
-            bytes: Bytes::from_static(b"{}"),
-        },
-        metadata: Metadata::with_id(id),
-        stored_at: cqrs_core::chrono::Utc::now(),
-    };
-    let record = |id: Uuid, version: i64, state: &str| ProcessRecord {
-        process_type: "P".into(),
-        id,
-        version,
-        completed: false,
-        key: None,
-        codec: Codec::Json,
-        schema_version: 1,
-        state: Bytes::copy_from_slice(state.as_bytes()),
     };
     let ids: Vec<Uuid> = (0..16).map(|_| Uuid::now_v7()).collect();
     for round in 0..2_i64 {
@@ -735,8 +690,8 @@ async fn process_saves_made_together_are_each_checked_on_their_own() {
             .chain((0..2).map(|n| (ids[0], format!("rival{n}-{round}"))))
             .map(|(id, tag)| {
                 let saved = store.save(
-                    record(id, expected, &format!("{{\"by\":\"{tag}\"}}")),
-                    vec![command(tag.clone())],
+                    process(id, expected, None, &format!("{{\"by\":\"{tag}\"}}")),
+                    vec![ping_command(tag.clone())],
                 );
                 async move { (tag, saved.await) }
             });
@@ -782,5 +737,34 @@ async fn process_saves_made_together_are_each_checked_on_their_own() {
                 "{tag}: a conflicting save stores nothing"
             );
         }
+    }
+}
+
+/// A process of type `P` to save over `version` (-1: a new one), with `state` as its JSON.
+fn process(id: Uuid, version: i64, key: Option<String>, state: &str) -> cqrs_core::ProcessRecord {
+    cqrs_core::ProcessRecord {
+        process_type: "P".into(),
+        id,
+        version,
+        completed: false,
+        key,
+        codec: Codec::Json,
+        schema_version: 1,
+        state: cqrs_core::Bytes::copy_from_slice(state.as_bytes()),
+    }
+}
+
+/// A stored `Ping` command with message id `id`.
+fn ping_command(id: String) -> cqrs_core::StoredCommand {
+    cqrs_core::StoredCommand {
+        message_id: id.clone(),
+        payload: cqrs_core::Payload {
+            name: "Ping".into(),
+            schema_version: 1,
+            codec: Codec::Json,
+            bytes: cqrs_core::Bytes::from_static(b"{}"),
+        },
+        metadata: cqrs_core::Metadata::with_id(id),
+        stored_at: cqrs_core::chrono::Utc::now(),
     }
 }

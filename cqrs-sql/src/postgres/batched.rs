@@ -15,6 +15,9 @@
 //! - **Removals of sent process commands.** A process manager's save stores its commands, the
 //!   commands are sent, then removed: each removal was a statement and a transaction of its own.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,37 +240,76 @@ async fn settle(
     Ok(next)
 }
 
-/// Saves `batch` in as few statements as there are saves of one process in it (one, nearly
-/// always): two saves of a process never share a statement, so that one of them conflicts.
-async fn save(pool: PgPool, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
-    let mut rounds: Vec<Vec<(usize, Save)>> = Vec::new();
-    for (place, save) in batch.into_iter().enumerate() {
-        let key = |s: &Save| (s.record.process_type.clone(), s.record.id);
-        let round = rounds
-            .iter()
-            .position(|round| round.iter().all(|(_, other)| key(other) != key(&save)));
-        match round {
-            Some(round) => rounds[round].push((place, save)),
-            None => rounds.push(vec![(place, save)]),
-        }
+/// `batch` split into rounds, one statement each, run one after the other: each request goes,
+/// with its place in `batch`, into the first round after every round holding an earlier
+/// request of the same `key`, whose requests' `weight` stays within `budget` (a round always
+/// takes one). So two requests of one key never share a statement, and run in arrival order.
+pub(super) fn rounds<T, K: Eq + Hash>(
+    batch: Vec<T>,
+    key: impl Fn(&T) -> K,
+    weight: impl Fn(&T) -> usize,
+    budget: usize,
+) -> Vec<Vec<(usize, T)>> {
+    let mut rounds: Vec<(Vec<(usize, T)>, usize)> = Vec::new();
+    // The round after the last one holding each key.
+    let mut after: HashMap<K, usize> = HashMap::new();
+    for (place, request) in batch.into_iter().enumerate() {
+        let (key, weight) = (key(&request), weight(&request));
+        let first = after.get(&key).copied().unwrap_or(0);
+        let round = (first..rounds.len())
+            .find(|&r| rounds[r].1 + weight <= budget)
+            .unwrap_or_else(|| {
+                rounds.push((Vec::new(), 0));
+                rounds.len() - 1
+            });
+        rounds[round].0.push((place, request));
+        rounds[round].1 += weight;
+        after.insert(key, round + 1);
     }
-    let mut answers: Vec<(usize, (Option<i64>, ProcessRecord))> = Vec::new();
+    rounds.into_iter().map(|(round, _)| round).collect()
+}
+
+/// Runs `write` on each of `rounds` in turn (see [`rounds`]); `write` answers each request of
+/// its round, paired with it. The answers come in the order of the batch.
+pub(super) async fn in_rounds<T, R, Fut>(
+    rounds: Vec<Vec<(usize, T)>>,
+    write: impl Fn(Vec<T>) -> Fut,
+) -> Result<Vec<(T, R)>>
+where
+    Fut: Future<Output = Result<Vec<(T, R)>>>,
+{
+    let mut answers = Vec::new();
     for round in rounds {
-        let saved = save_round(&pool, &round).await?;
-        answers.extend(
-            round
-                .into_iter()
-                .zip(saved)
-                .map(|((place, save), saved)| (place, (saved, save.record))),
-        );
+        let (places, requests): (Vec<usize>, Vec<T>) = round.into_iter().unzip();
+        answers.extend(places.into_iter().zip(write(requests).await?));
     }
     answers.sort_by_key(|(place, _)| *place);
     Ok(answers.into_iter().map(|(_, answer)| answer).collect())
 }
 
+/// Saves `batch`: two saves of a process never share a statement, so that one of them
+/// conflicts.
+async fn save(pool: PgPool, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
+    let rounds = rounds(
+        batch,
+        |save| (save.record.process_type.clone(), save.record.id),
+        |_| 1,
+        usize::MAX,
+    );
+    let saved = in_rounds(rounds, |round| async {
+        let saved = save_round(&pool, &round).await?;
+        Ok(round.into_iter().zip(saved).collect())
+    })
+    .await?;
+    Ok(saved
+        .into_iter()
+        .map(|(save, saved)| (saved, save.record))
+        .collect())
+}
+
 /// One statement of [`sql::SAVE_PROCESSES`] for saves of distinct processes: the version each
 /// wrote, or `None`.
-async fn save_round(pool: &PgPool, round: &[(usize, Save)]) -> Result<Vec<Option<i64>>> {
+async fn save_round(pool: &PgPool, round: &[Save]) -> Result<Vec<Option<i64>>> {
     let mut p = (
         Vec::new(),
         Vec::new(),
@@ -288,7 +330,7 @@ async fn save_round(pool: &PgPool, round: &[(usize, Save)]) -> Result<Vec<Option
         Vec::new(),
         Vec::new(),
     );
-    for (owner, (_, save)) in (1_i64..).zip(round) {
+    for (owner, save) in (1_i64..).zip(round) {
         let r = &save.record;
         p.0.push(r.process_type.as_str());
         p.1.push(r.id);
@@ -335,4 +377,30 @@ async fn save_round(pool: &PgPool, round: &[(usize, Save)]) -> Result<Vec<Option
         saved[request(idx, round.len(), "a process save")?] = row.try_get("saved").map_err(db)?;
     }
     Ok(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rounds;
+
+    #[test]
+    fn rounds_keep_a_key_s_requests_apart_in_order_and_within_the_budget() {
+        // (key, weight)
+        let batch = vec![("a", 2), ("b", 2), ("a", 1), ("c", 3), ("a", 1), ("d", 1)];
+        let split = rounds(batch, |r| r.0, |r| r.1, 4);
+        let keys: Vec<Vec<(usize, &str)>> = split
+            .iter()
+            .map(|round| round.iter().map(|(place, r)| (*place, r.0)).collect())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                vec![(0, "a"), (1, "b")],
+                vec![(2, "a"), (3, "c")],
+                vec![(4, "a"), (5, "d")],
+            ]
+        );
+        let oversized = rounds(vec![("a", 9)], |r| r.0, |r| r.1, 4);
+        assert_eq!(oversized.len(), 1, "a round always takes one request");
+    }
 }
