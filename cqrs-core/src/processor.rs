@@ -1,6 +1,8 @@
 //! Processors: pull messages from a queue and hand them to a handler, at least once.
 
 use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -89,6 +91,11 @@ struct Inner<Q, H> {
 ///   [`session_batch`](ProcessorConfig::session_batch) at once, as one batch for the handler
 ///   ([`MessageHandler::handle_batch`]); when one of them fails, it is retried and the ones
 ///   after it are given back untried ([`MessageQueue::release`]).
+/// - **Receiving**: a receive that fills the room left is followed by another at once; one
+///   that does not means the queue has nothing more for this consumer, so the next waits for a
+///   wake-up ([`MessageQueue::wait`]), a message abandoned here coming due, or the poll
+///   interval, while the tasks in hand run on. A busy consumer thus takes arrivals of other
+///   sessions at once, and does not ask again each time a task finishes.
 pub struct Processor<Q, H> {
     inner: Arc<Inner<Q, H>>,
 }
@@ -178,11 +185,11 @@ where
     async fn drive(&self, shutdown: impl Future<Output = ()> + Send, until_idle: bool) -> Result<usize> {
         let inner = &self.inner;
         let mut tasks = JoinSet::new();
-        let mut settled = 0;
+        let mut settled = Tally::default();
         tokio::pin!(shutdown);
-        loop {
+        'run: loop {
             while let Some(joined) = tasks.try_join_next() {
-                settled += joined.unwrap_or(1);
+                settled.add(joined);
             }
             let room = inner.limit.available().min(inner.config.batch_size);
             let batch = if room == 0 {
@@ -201,24 +208,7 @@ where
                     }
                 }
             };
-            if batch.is_empty() {
-                if tasks.is_empty() {
-                    if until_idle {
-                        return Ok(settled);
-                    }
-                    tokio::select! {
-                        () = inner.transport.wait(&inner.queue) => {}
-                        () = tokio::time::sleep(inner.config.poll_interval) => {}
-                        () = &mut shutdown => break,
-                    }
-                } else {
-                    tokio::select! {
-                        Some(joined) = tasks.join_next() => settled += joined.unwrap_or(1),
-                        () = &mut shutdown, if !until_idle => break,
-                    }
-                }
-                continue;
-            }
+            let received = batch.len();
             for delivery in batch {
                 let permit = inner.limit.acquire().await;
                 let inner = Arc::clone(inner);
@@ -228,14 +218,93 @@ where
                     settled
                 });
             }
+            if room > 0 && received == room {
+                // A full batch: there may be more waiting.
+                continue;
+            }
+            if until_idle {
+                if received == 0 {
+                    match tasks.join_next().await {
+                        Some(joined) => settled.add(joined),
+                        None => return Ok(settled.count),
+                    }
+                }
+                continue;
+            }
+            if room == 0 {
+                // No room: the next finished task makes some.
+                tokio::select! {
+                    Some(joined) = tasks.join_next() => settled.add(joined),
+                    () = &mut shutdown => break,
+                }
+                continue;
+            }
+            // The queue had no more for this consumer: the tasks follow their own sessions, and
+            // another receive would find nothing until messages arrive (a wake-up), one
+            // abandoned here comes due, or the poll interval passes. Receiving again as each
+            // task finishes would cost a query per message under load.
+            let poll = tokio::time::Instant::now() + inner.config.poll_interval;
+            let woken = inner.transport.wait(&inner.queue);
+            tokio::pin!(woken);
+            loop {
+                let deadline = settled.next_retry().map_or(poll, |at| at.min(poll));
+                tokio::select! {
+                    Some(joined) = tasks.join_next() => settled.add(joined),
+                    () = &mut woken => break,
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = &mut shutdown => break 'run,
+                }
+            }
+            // The receive that follows takes the retries due by now.
+            settled.forget_retries_due();
         }
         // Tasks in hand finish their message and stop following their sessions.
         inner.stopping.store(true, Ordering::Relaxed);
         while let Some(joined) = tasks.join_next().await {
-            settled += joined.unwrap_or(1);
+            settled.add(joined);
         }
         inner.stopping.store(false, Ordering::Relaxed);
-        Ok(settled)
+        Ok(settled.count)
+    }
+}
+
+/// What a task did with the deliveries in its hands: how many it settled, and when the message
+/// it abandoned to a retry, if any, is due again (a task stops following its session there).
+#[derive(Default)]
+struct Settled {
+    count: usize,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// What a run's tasks did: how many deliveries they settled, and when the messages they
+/// abandoned are due again (those not yet received since).
+#[derive(Default)]
+struct Tally {
+    count: usize,
+    retries: BinaryHeap<Reverse<tokio::time::Instant>>,
+}
+
+impl Tally {
+    /// Adds what a task did (a task that panicked outside the handler settled its message
+    /// at least).
+    fn add(&mut self, joined: Result<Settled, tokio::task::JoinError>) {
+        let joined = joined.unwrap_or(Settled {
+            count: 1,
+            retry_at: None,
+        });
+        self.count += joined.count;
+        self.retries.extend(joined.retry_at.map(Reverse));
+    }
+
+    fn next_retry(&self) -> Option<tokio::time::Instant> {
+        self.retries.peek().map(|at| at.0)
+    }
+
+    fn forget_retries_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.retries.peek().is_some_and(|at| at.0 <= now) {
+            self.retries.pop();
+        }
     }
 }
 
@@ -243,12 +312,13 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
     /// Handles `delivery` and settles it; a completed session message is followed by the
     /// session's next ones where the transport hands them over with the completion
     /// ([`MessageQueue::complete_and_next`]). Returns how many messages it settled.
-    async fn settle(&self, delivery: Delivery) -> usize {
+    async fn settle(&self, delivery: Delivery) -> Settled {
         let mut batch = vec![delivery];
-        let mut settled = 0;
+        let mut settled = Settled::default();
         while !batch.is_empty() {
-            let (count, next) = self.settle_batch(&batch).await;
-            settled += count;
+            let (done, next) = self.settle_batch(&batch).await;
+            settled.count += done.count;
+            settled.retry_at = settled.retry_at.or(done.retry_at);
             batch = next;
         }
         settled
@@ -259,11 +329,11 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
     /// retry with the ones after it released untried. Returns how many it settled (released
     /// ones are not), and the session's next messages when the transport hands them over with
     /// the completion.
-    async fn settle_batch(&self, batch: &[Delivery]) -> (usize, Vec<Delivery>) {
+    async fn settle_batch(&self, batch: &[Delivery]) -> (Settled, Vec<Delivery>) {
         let mut handled: Vec<Delivery> = Vec::with_capacity(batch.len());
         let mut rest = batch;
         let mut conflicts = 0;
-        let mut interrupted = false;
+        let mut retry_at = None;
         while let Some(first) = rest.first() {
             if self.expired(first) {
                 tracing::info!(queue = %self.queue, message = first.envelope.name(), "time to live elapsed; dead-lettered unprocessed");
@@ -297,18 +367,21 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
                     self.limit.record::<()>(&Err(error));
                     let delay = self.config.backoff.delay(failed.delivery_count);
                     self.report(failed, self.transport.abandon(failed, delay).await);
+                    retry_at = Some(tokio::time::Instant::now() + delay);
                     self.count(failed, "retried");
                     rest = &rest[1..];
                     if let Some(first_untried) = rest.first() {
                         let released = self.transport.release(rest).await;
                         self.report(first_untried, released);
                     }
-                    interrupted = true;
                     break;
                 }
             }
         }
-        let settled = batch.len() - rest.len();
+        let settled = Settled {
+            count: batch.len() - rest.len(),
+            retry_at,
+        };
         let Some(last) = handled.last() else {
             return (settled, Vec::new());
         };
@@ -317,7 +390,7 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
             self.report(last, completed);
             return (settled, Vec::new());
         }
-        let follow = !interrupted && !self.stopping.load(Ordering::Relaxed);
+        let follow = retry_at.is_none() && !self.stopping.load(Ordering::Relaxed);
         let max = if follow { self.config.session_batch } else { 0 };
         match self.transport.complete_and_next(&handled, max).await {
             Ok(next) => (settled, next),

@@ -526,6 +526,119 @@ async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
     task.await.unwrap().unwrap();
 }
 
+/// Runs `processor` until the returned sender is used or dropped.
+fn running<H>(
+    processor: Processor<MemoryTransport, H>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<()>>,
+)
+where
+    H: cqrs_core::MessageHandler + 'static,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        processor
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
+
+/// A dispatcher whose `Work` handler waits, for a work of session `a`, until a work of session
+/// `b` has been handled; `fail_first` fails the first call.
+fn waiting_for_b(fail_first: bool) -> (Arc<CommandDispatcher>, Arc<tokio::sync::Notify>) {
+    let b_done = Arc::new(tokio::sync::Notify::new());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut d = CommandDispatcher::new();
+    let signal = Arc::clone(&b_done);
+    d.register::<Work, _>(handler_fn(move |w: Work, _| {
+        let (b_done, call) = (Arc::clone(&signal), calls.fetch_add(1, Ordering::SeqCst));
+        async move {
+            if fail_first && call == 0 {
+                return Err(Error::transient("not yet"));
+            }
+            match w.session.as_deref() {
+                Some("a") => b_done.notified().await,
+                _ => b_done.notify_one(),
+            }
+            Ok(())
+        }
+    }))
+    .unwrap();
+    (Arc::new(d), b_done)
+}
+
+#[tokio::test]
+async fn a_processor_takes_arrivals_while_its_tasks_run() {
+    let transport = MemoryTransport::new();
+    let (handler, _) = waiting_for_b(false);
+    let mut cfg = config();
+    cfg.poll_interval = Duration::from_secs(3600);
+    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
+    let (stop, task) = running(processor);
+    transport
+        .enqueue("q", vec![Envelope::command(Work::in_session("a", 1))])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    transport
+        .enqueue("q", vec![Envelope::command(Work::in_session("b", 2))])
+        .await
+        .unwrap();
+    // `a` is handled only once `b` is: `b` must be taken while `a`'s task still runs.
+    for _ in 0..400 {
+        if transport.depth("q") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        transport.depth("q"),
+        0,
+        "b taken on arrival, a completed after it"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_processor_takes_a_retry_when_it_is_due_while_its_tasks_run() {
+    let transport = MemoryTransport::new();
+    let (handler, _) = waiting_for_b(true);
+    let mut cfg = config();
+    cfg.poll_interval = Duration::from_secs(3600);
+    cfg.backoff = Backoff {
+        initial: Duration::from_millis(30),
+        jitter: 0.0,
+        ..Backoff::default()
+    };
+    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
+    let (stop, task) = running(processor);
+    // `b` fails once and comes back after the backoff, with no arrival to wake the processor
+    // and `a`'s task running until `b` is handled.
+    transport
+        .enqueue("q", vec![Envelope::command(Work::in_session("b", 1))])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    transport
+        .enqueue("q", vec![Envelope::command(Work::in_session("a", 2))])
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        if transport.depth("q") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(transport.depth("q"), 0, "b retried when due, then a completed");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Happened(u32);
 impl Message for Happened {

@@ -226,6 +226,11 @@ impl MessageQueue for PgStore {
             return Ok(());
         }
         let now = self.clock_now();
+        // Messages all delivered later wake nobody: no consumer could take them now, and
+        // consumers poll.
+        let due_now = envelopes
+            .iter()
+            .any(|e| e.metadata.delay.is_none_or(|d| d.is_zero()));
         let enqueue = Enqueue {
             queue: queue.to_owned(),
             columns: Columns::new(envelopes, now)?,
@@ -233,7 +238,9 @@ impl MessageQueue for PgStore {
         };
         // With whatever other enqueues of this process are waiting, in one statement.
         self.inner.batched.enqueues.call(enqueue).await?;
-        self.wake(queue);
+        if due_now {
+            self.wake(queue);
+        }
         Ok(())
     }
 
@@ -271,7 +278,9 @@ impl MessageQueue for PgStore {
             max: max as i64,
         };
         let next = self.inner.batched.settles.call(settle).await?;
-        if next.is_empty() {
+        // A session not followed (`max` 0) is up for grabs. One followed to its end has
+        // nothing due left: the statement took the run of due messages that its snapshot saw.
+        if max == 0 {
             self.wake(&last.queue);
         }
         Ok(next)
