@@ -57,6 +57,12 @@ impl Metadata {
             ..Self::default()
         }
     }
+
+    /// Whether the message is to be delivered later (a non-zero [`delay`](Self::delay)): a
+    /// transport need not wake its consumers for it.
+    pub fn is_delayed(&self) -> bool {
+        self.delay.is_some_and(|d| !d.is_zero())
+    }
 }
 
 /// A message with its metadata.

@@ -311,7 +311,8 @@ impl Tally {
 impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
     /// Handles `delivery` and settles it; a completed session message is followed by the
     /// session's next ones where the transport hands them over with the completion
-    /// ([`MessageQueue::complete_and_next`]). Returns how many messages it settled.
+    /// ([`MessageQueue::complete_and_next`]). Returns how many messages it settled, and when
+    /// the one it abandoned, if any, is due again.
     async fn settle(&self, delivery: Delivery) -> Settled {
         let mut batch = vec![delivery];
         let mut settled = Settled::default();
@@ -327,8 +328,8 @@ impl<Q: MessageQueue, H: MessageHandler> Inner<Q, H> {
     /// Handles `batch` (one message, or consecutive messages of one session) in order and
     /// settles each: the handled ones are completed together, a failed one abandoned to its
     /// retry with the ones after it released untried. Returns how many it settled (released
-    /// ones are not), and the session's next messages when the transport hands them over with
-    /// the completion.
+    /// ones are not) and when the abandoned one is due again, and the session's next messages
+    /// when the transport hands them over with the completion.
     async fn settle_batch(&self, batch: &[Delivery]) -> (Settled, Vec<Delivery>) {
         let mut handled: Vec<Delivery> = Vec::with_capacity(batch.len());
         let mut rest = batch;

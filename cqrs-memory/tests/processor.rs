@@ -488,44 +488,6 @@ async fn a_session_is_handed_over_in_batches_and_a_failure_retries_from_where_it
     assert_eq!(transport.depth("q"), 0);
 }
 
-#[tokio::test]
-async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
-    let transport = MemoryTransport::new();
-    let (handler, seen) = counted(|_, _| Ok(()));
-    let mut cfg = config();
-    cfg.poll_interval = Duration::from_secs(3600);
-    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let processor = processor.clone();
-        async move {
-            processor
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
-    tokio::task::yield_now().await;
-    transport
-        .enqueue("q", vec![Envelope::command(Work::new(1))])
-        .await
-        .unwrap();
-    for _ in 0..200 {
-        if seen.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        1,
-        "woken by the arrival, not by polling"
-    );
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
-}
-
 /// Runs `processor` until the returned sender is used or dropped.
 fn running<H>(
     processor: Processor<MemoryTransport, H>,
@@ -545,6 +507,34 @@ where
             .await
     });
     (stop, task)
+}
+
+#[tokio::test]
+async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
+    let transport = MemoryTransport::new();
+    let (handler, seen) = counted(|_, _| Ok(()));
+    let mut cfg = config();
+    cfg.poll_interval = Duration::from_secs(3600);
+    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
+    let (stop, task) = running(processor);
+    tokio::task::yield_now().await;
+    transport
+        .enqueue("q", vec![Envelope::command(Work::new(1))])
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if seen.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "woken by the arrival, not by polling"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }
 
 /// A dispatcher whose `Work` handler waits, for a work of session `a`, until a work of session

@@ -228,9 +228,7 @@ impl MessageQueue for PgStore {
         let now = self.clock_now();
         // Messages all delivered later wake nobody: no consumer could take them now, and
         // consumers poll.
-        let due_now = envelopes
-            .iter()
-            .any(|e| e.metadata.delay.is_none_or(|d| d.is_zero()));
+        let due_now = envelopes.iter().any(|e| !e.metadata.is_delayed());
         let enqueue = Enqueue {
             queue: queue.to_owned(),
             columns: Columns::new(envelopes, now)?,

@@ -205,6 +205,9 @@ impl MessageQueue for SqliteStore {
             return Ok(());
         }
         let now = self.now();
+        // Messages all delivered later wake nobody: no consumer could take them now, and
+        // consumers poll.
+        let due_now = envelopes.iter().any(|e| !e.metadata.is_delayed());
         let messages = outgoing(envelopes, now)?;
         let statements = messages.len().div_ceil(ROWS_PER_INSERT);
         let name = queue.to_owned();
@@ -213,7 +216,9 @@ impl MessageQueue for SqliteStore {
             Box::new(move |db| insert(db, &name, &messages, now.timestamp_micros())),
         )
         .await?;
-        self.wake(queue);
+        if due_now {
+            self.wake(queue);
+        }
         Ok(())
     }
 
@@ -270,7 +275,12 @@ impl MessageQueue for SqliteStore {
                 }),
             )
             .await?;
-        self.wake(&last.queue);
+        // A session not followed (`max` 0) is up for grabs. One followed to its end has
+        // nothing due left: the writer runs one transaction at a time, so a message enqueued
+        // after this one committed found the session free, and its enqueue woke the consumers.
+        if max == 0 {
+            self.wake(&last.queue);
+        }
         Ok(next)
     }
 
