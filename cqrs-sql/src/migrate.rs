@@ -35,6 +35,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "outbox_without_stream_index",
         sql: include_str!("../migrations/postgres/0005_outbox_without_stream_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "no_vacuum_truncate",
+        sql: include_str!("../migrations/postgres/0006_no_vacuum_truncate.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

@@ -276,10 +276,14 @@ impl MessageQueue for PgStore {
             max: max as i64,
         };
         let next = self.inner.batched.settles.call(settle).await?;
-        // A session not followed (`max` 0) is up for grabs. One followed to its end has
-        // nothing due left: the statement took the run of due messages that its snapshot saw.
+        // A session not followed (`max` 0) is up for grabs: every consumer is woken. One
+        // followed to its end took the run of due messages that its statement's snapshot saw;
+        // a message enqueued for it between that snapshot and the commit found the session
+        // held, so this process's consumers look again (its enqueue woke the others already).
         if max == 0 {
             self.wake(&last.queue);
+        } else if next.is_empty() {
+            self.inner.wakers.get(&last.queue).notify_one();
         }
         Ok(next)
     }
