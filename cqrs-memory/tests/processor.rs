@@ -488,9 +488,12 @@ async fn a_session_is_handed_over_in_batches_and_a_failure_retries_from_where_it
     assert_eq!(transport.depth("q"), 0);
 }
 
-/// Runs `processor` until the returned sender is used or dropped.
-fn running<H>(
-    processor: Processor<MemoryTransport, H>,
+/// Runs a processor of `transport`'s queue `q` with `cfg`, polling only once an hour (so that
+/// whatever it takes, it takes on a wake-up or a retry), until the returned sender is used.
+fn running_without_polls<H>(
+    transport: &MemoryTransport,
+    handler: H,
+    mut cfg: ProcessorConfig,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<Result<()>>,
@@ -498,6 +501,8 @@ fn running<H>(
 where
     H: cqrs_core::MessageHandler + 'static,
 {
+    cfg.poll_interval = Duration::from_secs(3600);
+    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         processor
@@ -509,25 +514,35 @@ where
     (stop, task)
 }
 
+/// Waits up to two seconds for `done`.
+async fn eventually(done: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Enqueues work `seq` of `session` on `q`.
+async fn send(transport: &MemoryTransport, session: &str, seq: u32) {
+    transport
+        .enqueue("q", vec![Envelope::command(Work::in_session(session, seq))])
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
     let transport = MemoryTransport::new();
     let (handler, seen) = counted(|_, _| Ok(()));
-    let mut cfg = config();
-    cfg.poll_interval = Duration::from_secs(3600);
-    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
-    let (stop, task) = running(processor);
+    let (stop, task) = running_without_polls(&transport, handler, config());
     tokio::task::yield_now().await;
     transport
         .enqueue("q", vec![Envelope::command(Work::new(1))])
         .await
         .unwrap();
-    for _ in 0..200 {
-        if seen.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(|| seen.load(Ordering::SeqCst) == 1).await;
     assert_eq!(
         seen.load(Ordering::SeqCst),
         1,
@@ -539,13 +554,12 @@ async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
 
 /// A dispatcher whose `Work` handler waits, for a work of session `a`, until a work of session
 /// `b` has been handled; `fail_first` fails the first call.
-fn waiting_for_b(fail_first: bool) -> (Arc<CommandDispatcher>, Arc<tokio::sync::Notify>) {
+fn waiting_for_b(fail_first: bool) -> Arc<CommandDispatcher> {
     let b_done = Arc::new(tokio::sync::Notify::new());
     let calls = Arc::new(AtomicUsize::new(0));
     let mut d = CommandDispatcher::new();
-    let signal = Arc::clone(&b_done);
     d.register::<Work, _>(handler_fn(move |w: Work, _| {
-        let (b_done, call) = (Arc::clone(&signal), calls.fetch_add(1, Ordering::SeqCst));
+        let (b_done, call) = (Arc::clone(&b_done), calls.fetch_add(1, Ordering::SeqCst));
         async move {
             if fail_first && call == 0 {
                 return Err(Error::transient("not yet"));
@@ -558,33 +572,18 @@ fn waiting_for_b(fail_first: bool) -> (Arc<CommandDispatcher>, Arc<tokio::sync::
         }
     }))
     .unwrap();
-    (Arc::new(d), b_done)
+    Arc::new(d)
 }
 
 #[tokio::test]
 async fn a_processor_takes_arrivals_while_its_tasks_run() {
     let transport = MemoryTransport::new();
-    let (handler, _) = waiting_for_b(false);
-    let mut cfg = config();
-    cfg.poll_interval = Duration::from_secs(3600);
-    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
-    let (stop, task) = running(processor);
-    transport
-        .enqueue("q", vec![Envelope::command(Work::in_session("a", 1))])
-        .await
-        .unwrap();
+    let (stop, task) = running_without_polls(&transport, waiting_for_b(false), config());
+    send(&transport, "a", 1).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    transport
-        .enqueue("q", vec![Envelope::command(Work::in_session("b", 2))])
-        .await
-        .unwrap();
+    send(&transport, "b", 2).await;
     // `a` is handled only once `b` is: `b` must be taken while `a`'s task still runs.
-    for _ in 0..400 {
-        if transport.depth("q") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(|| transport.depth("q") == 0).await;
     assert_eq!(
         transport.depth("q"),
         0,
@@ -597,33 +596,19 @@ async fn a_processor_takes_arrivals_while_its_tasks_run() {
 #[tokio::test]
 async fn a_processor_takes_a_retry_when_it_is_due_while_its_tasks_run() {
     let transport = MemoryTransport::new();
-    let (handler, _) = waiting_for_b(true);
     let mut cfg = config();
-    cfg.poll_interval = Duration::from_secs(3600);
     cfg.backoff = Backoff {
         initial: Duration::from_millis(30),
         jitter: 0.0,
         ..Backoff::default()
     };
-    let processor = Processor::with_config(transport.clone(), "q", handler, SystemClock::shared(), cfg);
-    let (stop, task) = running(processor);
+    let (stop, task) = running_without_polls(&transport, waiting_for_b(true), cfg);
     // `b` fails once and comes back after the backoff, with no arrival to wake the processor
     // and `a`'s task running until `b` is handled.
-    transport
-        .enqueue("q", vec![Envelope::command(Work::in_session("b", 1))])
-        .await
-        .unwrap();
+    send(&transport, "b", 1).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    transport
-        .enqueue("q", vec![Envelope::command(Work::in_session("a", 2))])
-        .await
-        .unwrap();
-    for _ in 0..400 {
-        if transport.depth("q") == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    send(&transport, "a", 2).await;
+    eventually(|| transport.depth("q") == 0).await;
     assert_eq!(transport.depth("q"), 0, "b retried when due, then a completed");
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();

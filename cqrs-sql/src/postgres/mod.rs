@@ -176,13 +176,21 @@ struct Inner {
     schema: String,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Stops the store's background tasks that hold no handle of their own (the coalescers,
+    /// group commit's included, and the lease holder stop when dropped).
+    fn stop_tasks(&self) {
         self.listener.abort();
         self.notifier_task.abort();
         if let Some(vacuum) = &self.vacuum {
             vacuum.abort();
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_tasks();
     }
 }
 
@@ -392,11 +400,7 @@ impl PgStore {
 
     /// Closes the pool.
     pub async fn close(&self) {
-        self.inner.listener.abort();
-        self.inner.notifier_task.abort();
-        if let Some(vacuum) = &self.inner.vacuum {
-            vacuum.abort();
-        }
+        self.inner.stop_tasks();
         self.inner.appender.pool.close().await;
         self.inner.reads.close().await;
         self.inner.pool.close().await;

@@ -172,13 +172,18 @@ pub(super) async fn insert_messages<'c>(
 impl PgStore {
     /// Wakes this process's consumers of `queue` and, through NOTIFY, every other process's.
     ///
-    /// Settling calls it too: completing a session's message frees the session's next one, and
-    /// the process that settled may be saturated, so an idle process should take it now rather
-    /// than at its next poll. Notifications are coalesced and sent by a background task, so
-    /// this adds no statement to the settle itself.
+    /// Settling calls it too when it frees messages for others (a completion that does not
+    /// follow its session, a release, an abandon): the process that settled may be saturated,
+    /// so an idle process should take them now rather than at its next poll. Notifications are
+    /// coalesced and sent by a background task, so this adds no statement to the settle itself.
     fn wake(&self, queue: &str) {
-        self.inner.wakers.get(queue).notify_one();
+        self.wake_here(queue);
         self.inner.notifier.notify(sql::MESSAGES_CHANNEL, queue);
+    }
+
+    /// Wakes this process's consumers of `queue` only.
+    fn wake_here(&self, queue: &str) {
+        self.inner.wakers.get(queue).notify_one();
     }
 
     async fn settle(
@@ -195,23 +200,6 @@ impl PgStore {
         }
         query.execute(self.pool()).await.map_err(db)?;
         self.wake(&delivery.queue);
-        Ok(())
-    }
-
-    /// Runs a fenced settle statement over several deliveries, given as arrays of ids and
-    /// delivery counts.
-    async fn settle_many(&self, statement: &'static str, deliveries: &[Delivery]) -> Result<()> {
-        let Some(last) = deliveries.last() else {
-            return Ok(());
-        };
-        let (ids, counts) = fences(deliveries);
-        sqlx::query(statement)
-            .bind(ids)
-            .bind(counts)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
-        self.wake(&last.queue);
         Ok(())
     }
 
@@ -261,8 +249,8 @@ impl MessageQueue for PgStore {
 
     /// The completions and the session's next messages in one statement
     /// (`sql::COMPLETE_AND_NEXT`), with whatever other completions of this process are waiting.
-    /// The other consumers are woken only when this one took nothing: while it holds the
-    /// session, its completions free nothing for them.
+    /// While this consumer follows the session, its completions free nothing for the others:
+    /// they are woken only when it stops following.
     async fn complete_and_next(&self, completed: &[Delivery], max: usize) -> Result<Vec<Delivery>> {
         let Some(last) = completed.last() else {
             return Ok(Vec::new());
@@ -283,13 +271,24 @@ impl MessageQueue for PgStore {
         if max == 0 {
             self.wake(&last.queue);
         } else if next.is_empty() {
-            self.inner.wakers.get(&last.queue).notify_one();
+            self.wake_here(&last.queue);
         }
         Ok(next)
     }
 
     async fn release(&self, deliveries: &[Delivery]) -> Result<()> {
-        self.settle_many(sql::RELEASE, deliveries).await
+        let Some(last) = deliveries.last() else {
+            return Ok(());
+        };
+        let (ids, counts) = fences(deliveries);
+        sqlx::query(sql::RELEASE)
+            .bind(ids)
+            .bind(counts)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        self.wake(&last.queue);
+        Ok(())
     }
 
     async fn abandon(&self, delivery: &Delivery, retry_after: Duration) -> Result<()> {
