@@ -40,6 +40,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "no_vacuum_truncate",
         sql: include_str!("../migrations/postgres/0006_no_vacuum_truncate.sql"),
     },
+    Migration {
+        version: 7,
+        name: "due_messages_in_order",
+        sql: include_str!("../migrations/postgres/0007_due_messages_in_order.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

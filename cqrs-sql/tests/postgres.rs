@@ -666,6 +666,88 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     assert_eq!(pages().await, filled, "the emptied pages were kept");
 }
 
+/// A receive reads about as many messages as it takes, not the queue's whole backlog; and
+/// statements planned while the queue held one message still look messages up by index once it
+/// holds thousands, never reading the whole table. Counted with PostgreSQL's table statistics,
+/// on a store of two connections, one of them its listener's: the statements all run on the
+/// other, whose counts can then be flushed before they are read.
+#[tokio::test]
+async fn a_receive_reads_what_it_takes_not_the_backlog() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let _shared = CLUSTER.read().await;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema("receive_reads");
+    let store = PgStore::connect_with(
+        cqrs_sql::PgOptions::new(&url)
+            .schema(&schema)
+            .vacuum_every(None)
+            .max_connections(2),
+    )
+    .await
+    .unwrap();
+    let remind = |note: String| Envelope::command(Remind::new(note));
+    // Every statement of the queue is planned now, with one message in it.
+    store
+        .enqueue("q", vec![remind("first".into()).with_session_id("s")])
+        .await
+        .unwrap();
+    let first = store.receive("q", 10).await.unwrap();
+    assert!(store.complete_and_next(&first, 10).await.unwrap().is_empty());
+
+    // 2,000 sessions with a free head each, and 500 messages due in an hour.
+    let heads = (0..2_000)
+        .map(|n| remind(format!("head-{n}")).with_session_id(format!("s{n}")))
+        .collect();
+    store.enqueue("q", heads).await.unwrap();
+    let later = (0..500)
+        .map(|n| remind(format!("later-{n}")).with_delay(Duration::from_secs(3600)))
+        .collect();
+    store.enqueue("q", later).await.unwrap();
+    let reads = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let (sequential, by_index): (i64, i64) = sqlx::query_as(
+            "SELECT seq_tup_read, COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables \
+             WHERE schemaname = $1 AND relname = 'cqrs_messages'",
+        )
+        .bind(&schema)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        (sequential, by_index)
+    };
+
+    let before = reads().await;
+    let taken = store.receive("q", 2).await.unwrap();
+    let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
+    assert_eq!(
+        taken.iter().map(note).collect::<Vec<_>>(),
+        ["head-0", "head-1"],
+        "the oldest due first"
+    );
+    for delivery in &taken {
+        assert!(
+            store
+                .complete_and_next(std::slice::from_ref(delivery), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let after = reads().await;
+    assert_eq!(after.0, before.0, "no statement read the table through");
+    assert!(
+        after.1 - before.1 < 100,
+        "a receive of 2 and their completions fetched {} messages of 2,501",
+        after.1 - before.1
+    );
+}
+
 /// Consumers of many sessions complete their messages at once: each takes its own session's
 /// next messages, in order; one whose delivery went stale (its lease ran out and the message
 /// was delivered again) completes nothing and takes nothing.

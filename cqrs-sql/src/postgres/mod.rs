@@ -271,7 +271,24 @@ impl PgStore {
         //   depend on what the arrays hold: planning was 180 µs of a 630 µs single-event
         //   append; generic plans everywhere took 4,000 orders from 204 and 214 orders/s to 245
         //   and 260 (alternated).
-        let connect = connect.options([("jit", "off"), ("plan_cache_mode", "force_generic_plan")]);
+        //
+        // And with index scans only, no bitmap or sequential scans. Every statement here reads
+        // a few rows by key or walks an index in order, and the tables it churns through (the
+        // queue above all, each message deleted soon after it arrives) change size by the
+        // second:
+        // - a bitmap scan visits every deleted row's heap tuple again until VACUUM, where a
+        //   plain index scan marks the index entries of dead rows as it meets them and the
+        //   scans after it skip them: a receive sampled under load read 748 pages through a
+        //   bitmap (6,777 index entries, none a live due message), 150 to 210 through the index;
+        // - a generic plan is made once, with the table's size at that moment: a completion
+        //   planned while the queue was ten pages long deleted its one message with a
+        //   sequential scan of all 455 pages the queue had grown to (`auto_explain`).
+        let connect = connect.options([
+            ("jit", "off"),
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_bitmapscan", "off"),
+            ("enable_seqscan", "off"),
+        ]);
         // The group committer writes on connections of its own, one per batch in flight.
         let appends = options.group_commit.then(|| {
             PgPoolOptions::new()
