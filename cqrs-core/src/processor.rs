@@ -45,6 +45,12 @@ pub struct ProcessorConfig {
     pub session_batch: usize,
     /// How long an idle processor waits before polling again when no wake-up arrives.
     pub poll_interval: Duration,
+    /// How long a processor woken by an arrival waits before it receives, for the arrivals
+    /// that follow to come in the same receive (default zero: at once). Under load, where
+    /// each enqueue wakes every consumer of its queue, a few milliseconds make one receive of
+    /// several messages out of several receives of one or two; each arrival waits that much
+    /// longer. A processor that is not woken (polling, a retry coming due) does not linger.
+    pub linger: Duration,
     /// Bounds of the adaptive concurrency limit.
     pub limit: LimitConfig,
 }
@@ -61,6 +67,7 @@ impl Default for ProcessorConfig {
             batch_size: 64,
             session_batch: 32,
             poll_interval: Duration::from_millis(500),
+            linger: Duration::ZERO,
             limit: LimitConfig::default(),
         }
     }
@@ -95,7 +102,9 @@ struct Inner<Q, H> {
 ///   that does not means the queue has nothing more for this consumer, so the next waits for a
 ///   wake-up ([`MessageQueue::wait`]), a message abandoned here coming due, or the poll
 ///   interval, while the tasks in hand run on. A busy consumer thus takes arrivals of other
-///   sessions at once, and does not ask again each time a task finishes.
+///   sessions at once, and does not ask again each time a task finishes. Woken by an
+///   arrival, it can wait a moment ([`linger`](ProcessorConfig::linger)) for the arrivals
+///   that follow, to take them in the same receive.
 pub struct Processor<Q, H> {
     inner: Arc<Inner<Q, H>>,
 }
@@ -250,7 +259,15 @@ where
                 let deadline = settled.next_retry().map_or(poll, |at| at.min(poll));
                 tokio::select! {
                     Some(joined) = tasks.join_next() => settled.add(joined),
-                    () = &mut woken => break,
+                    () = &mut woken => {
+                        if !inner.config.linger.is_zero() {
+                            tokio::select! {
+                                () = tokio::time::sleep(inner.config.linger) => {}
+                                () = &mut shutdown => break 'run,
+                            }
+                        }
+                        break;
+                    }
                     () = tokio::time::sleep_until(deadline) => break,
                     () = &mut shutdown => break 'run,
                 }

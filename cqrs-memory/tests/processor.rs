@@ -552,6 +552,24 @@ async fn run_until_wakes_on_arrival_and_drains_on_shutdown() {
     task.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn a_woken_processor_lingers_for_the_arrivals_that_follow() {
+    let transport = MemoryTransport::new();
+    let (handler, seen) = counted(|_, _| Ok(()));
+    let mut cfg = config();
+    cfg.linger = Duration::from_millis(300);
+    let (stop, task) = running_without_polls(&transport, handler, cfg);
+    tokio::task::yield_now().await;
+    send(&transport, "a", 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "still lingering");
+    send(&transport, "b", 2).await;
+    eventually(|| seen.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "both taken once the linger ended");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
 /// A dispatcher whose `Work` handler waits, for a work of session `a`, until a work of session
 /// `b` has been handled; `fail_first` fails the first call.
 fn waiting_for_b(fail_first: bool) -> Arc<CommandDispatcher> {
