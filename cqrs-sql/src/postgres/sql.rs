@@ -282,11 +282,11 @@ pub(super) const RECEIVE: &str = concat!(
 /// A request's run is, from its session's oldest message left, those due and neither locked
 /// nor waiting for a retry, up to the first that is not: of the session's first `max`
 /// messages, those before the first that is not, so a session with hundreds waiting (a
-/// conference's seat commands) is read no further than the run can go. One statement: its parts all see the
-/// table as it was before the delete, so the runs leave the completed ids out. Until it
-/// commits, the completed rows stay locked by the delete, so a competing `RECEIVE`, which
-/// takes a session only at its oldest message, skips the session; after, the session's oldest
-/// message is locked by this consumer. A session is held by one consumer at a time, so two
+/// conference's seat commands) is read no further than the run can go. One statement: its
+/// parts all see the table as it was before the delete, so the runs leave the completed ids
+/// out. Until it commits, the completed rows stay locked by the delete, so a competing
+/// `RECEIVE`, which takes a session only at its oldest message, skips the session; after, the
+/// session's oldest message is locked by this consumer. A session is held by one consumer at a time, so two
 /// requests of a statement are of different sessions (or one of them, whose lease ran out,
 /// completes nothing and takes nothing).
 pub(super) const COMPLETE_AND_NEXT: &str = concat!(
