@@ -174,6 +174,47 @@ async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoin
     );
 }
 
+/// A unit of work looks a value up by index once: later lookups are answered from what it
+/// found, with its own writes since, pending or committed, until another runner moves the
+/// checkpoint.
+#[tokio::test]
+async fn a_unit_looks_up_what_it_found_until_another_runner_moves_the_checkpoint() {
+    let (_dir, documents) = open().await;
+    let writer = |unit: &conference_app::documents::UnitOfWork| {
+        unit.wrap(Writer {
+            documents: unit.documents().clone(),
+        })
+    };
+    documents.put("m", "a", row("a", "all")).await.unwrap();
+    let unit = documents.unit_of_work();
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
+    let all = async || -> Vec<String> { unit.documents().find("m", Index::One, "all").await.unwrap() };
+    assert_eq!(all().await, ["a"]);
+
+    // Changed behind the unit's back, which no projection does: this shows where it reads.
+    documents.put("m", "b", row("b", "all")).await.unwrap();
+    assert_eq!(all().await, ["a"], "what it found, without a query");
+    writer(&unit).handle(&event("e1")).await.unwrap();
+    writer(&unit).handle(&event("del-a")).await.unwrap();
+    assert_eq!(all().await, ["e1"], "with its pending writes");
+    unit.save_checkpoint("p", 2).await.unwrap();
+    assert_eq!(all().await, ["e1"], "and once they are committed");
+    writer(&unit).handle(&event("e3")).await.unwrap();
+    unit.save_checkpoint("p", 3).await.unwrap();
+    assert_eq!(all().await, ["e1", "e3"]);
+
+    let other = documents.unit_of_work();
+    assert_eq!(other.load_checkpoint("p").await.unwrap(), Some(3));
+    writer(&other).handle(&event("e4")).await.unwrap();
+    other.save_checkpoint("p", 4).await.unwrap();
+    assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(4));
+    assert_eq!(
+        all().await,
+        ["b", "e1", "e3", "e4"],
+        "the checkpoint moved: looked up in the database again"
+    );
+}
+
 #[tokio::test]
 async fn two_runners_of_one_projection_never_both_commit_a_range() {
     let (_dir, documents) = open().await;

@@ -96,7 +96,7 @@ const INSERT_CHECKPOINT: &str = "INSERT INTO rm_checkpoints (name, position) VAL
 const ADVANCE_CHECKPOINT: &str = "UPDATE rm_checkpoints SET position = $2 WHERE name = $1 AND position = $3";
 
 /// Which index column a lookup uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Index {
     /// The first index column.
     One,
@@ -152,6 +152,41 @@ struct Overlay {
     /// alone): a projection reads the documents it wrote without a query. Forgotten when the
     /// checkpoint moved under it, and when it holds [`Overlay::STORED_ROWS`].
     stored: Writes,
+    /// What lookups by index found, by model, then index and value: the rows the database
+    /// holds, kept up to date with the writes this unit commits and trusted as long as
+    /// [`Overlay::stored`] is. A projection that looks up the same rows for event after event
+    /// (a conference's seat types, for each reservation) reads them once.
+    found: HashMap<String, HashMap<(Index, String), Found>>,
+    /// Bumped whenever this unit commits or forgets what it stored and found: a lookup read
+    /// from the database before is not remembered.
+    epoch: u64,
+}
+
+/// The rows a lookup by index found, by key.
+type Found = std::collections::BTreeMap<String, Row>;
+
+/// Applies `writes` to `rows`, the rows of `model` whose `index` column is `value`: a row
+/// written with another value, or deleted, leaves them.
+fn apply<'a>(
+    rows: &mut Found,
+    writes: impl IntoIterator<Item = (&'a (String, String), &'a Option<Row>)>,
+    model: &str,
+    index: Index,
+    value: &str,
+) {
+    for ((m, key), row) in writes {
+        if m != model {
+            continue;
+        }
+        match row {
+            Some(row) if row.index(index) == Some(value) => {
+                rows.insert(key.clone(), row.clone());
+            }
+            _ => {
+                rows.remove(key);
+            }
+        }
+    }
 }
 
 impl Overlay {
@@ -165,12 +200,42 @@ impl Overlay {
             .or_else(|| self.stored.get(id))
     }
 
+    /// The most lookups [`Overlay::found`] keeps.
+    const FOUND_LOOKUPS: usize = 1_024;
+
     /// `writes` committed: from now on they are what the database holds.
     fn stored(&mut self, writes: Writes) {
         if self.stored.len() + writes.len() > Self::STORED_ROWS {
             self.stored.clear();
         }
+        for (model, lookups) in &mut self.found {
+            for ((index, value), rows) in lookups.iter_mut() {
+                apply(rows, &writes, model, *index, value);
+            }
+        }
         self.stored.extend(writes);
+        self.epoch += 1;
+    }
+
+    /// Another runner may have written: nothing stored or found is trusted any longer.
+    fn forget(&mut self) {
+        self.stored.clear();
+        self.found.clear();
+        self.epoch += 1;
+    }
+
+    /// What a lookup by index read from the database at `epoch`.
+    fn found(&mut self, epoch: u64, model: &str, index: Index, value: &str, rows: &Found) {
+        if epoch != self.epoch {
+            return;
+        }
+        if self.found.values().map(HashMap::len).sum::<usize>() >= Self::FOUND_LOOKUPS {
+            self.found.clear();
+        }
+        self.found
+            .entry(model.to_owned())
+            .or_default()
+            .insert((index, value.to_owned()), rows.clone());
     }
 }
 
@@ -396,24 +461,33 @@ impl Documents {
     /// Database failures; a document that does not decode.
     pub async fn find<T: DeserializeOwned>(&self, model: &str, index: Index, value: &str) -> Result<Vec<T>> {
         let model = self.physical(model);
-        let stored = on_db!(&self.db, db => db.find(index, &model, value).await?);
-        let mut rows: std::collections::BTreeMap<String, Row> = stored.into_iter().collect();
-        if let Some(overlay) = self.overlay() {
-            for writes in [&overlay.committed, &overlay.current] {
-                for ((m, key), row) in writes {
-                    if *m != model {
-                        continue;
-                    }
-                    match row {
-                        Some(row) if row.index(index) == Some(value) => {
-                            rows.insert(key.clone(), row.clone());
-                        }
-                        _ => {
-                            rows.remove(key);
-                        }
-                    }
+        // A unit of work looks up what it found before, as the writes it committed since left it.
+        let known = self.overlay().map(|overlay| {
+            let found = overlay
+                .found
+                .get(&model)
+                .and_then(|l| l.get(&(index, value.to_owned())));
+            (found.cloned(), overlay.epoch)
+        });
+        let mut rows = match known {
+            Some((Some(rows), _)) => rows,
+            known => {
+                let stored = on_db!(&self.db, db => db.find(index, &model, value).await?);
+                let rows: Found = stored.into_iter().collect();
+                if let (Some((_, epoch)), Some(mut overlay)) = (known, self.overlay()) {
+                    overlay.found(epoch, &model, index, value, &rows);
                 }
+                rows
             }
+        };
+        if let Some(overlay) = self.overlay() {
+            apply(
+                &mut rows,
+                overlay.committed.iter().chain(&overlay.current),
+                &model,
+                index,
+                value,
+            );
         }
         rows.values().map(Row::decode).collect()
     }
@@ -634,8 +708,8 @@ impl CheckpointStore for UnitOfWork {
         overlay.current.clear();
         overlay.committed.clear();
         if moved {
-            // Another runner committed: what this one stored may have changed since.
-            overlay.stored.clear();
+            // Another runner committed: what this one stored and found may have changed since.
+            overlay.forget();
         }
         Ok(resume)
     }
@@ -667,7 +741,7 @@ impl CheckpointStore for UnitOfWork {
                 Ok(())
             }
             Err(error) if error.is_conflict() => {
-                self.overlay().stored.clear();
+                self.overlay().forget();
                 Err(error)
             }
             Err(error) => {
