@@ -1,7 +1,7 @@
 //! The read models' documents: a projection's writes commit with its checkpoint, and only the
 //! writes of events that succeeded.
 
-use conference_app::documents::{Documents, Index, Row};
+use conference_app::documents::{Documents, Index, PerEvent, Row, UnitOfWork};
 use cqrs_core::{CheckpointStore, Envelope, Error, MessageHandler, Metadata};
 
 async fn open() -> (tempfile::TempDir, Documents) {
@@ -75,6 +75,13 @@ impl MessageHandler for Writer {
     }
 }
 
+/// A [`Writer`] whose writes go to `unit`.
+fn writer(unit: &UnitOfWork) -> PerEvent<Writer> {
+    unit.wrap(Writer {
+        documents: unit.documents().clone(),
+    })
+}
+
 fn event(id: &str) -> Envelope {
     Envelope::from_parts(
         cqrs_core::AnyMessage::raw(cqrs_core::Payload {
@@ -142,11 +149,6 @@ async fn unit_of_work_commits_with_its_checkpoint(documents: Documents) {
 #[tokio::test]
 async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoint() {
     let (_dir, documents) = open().await;
-    let writer = |unit: &conference_app::documents::UnitOfWork| {
-        unit.wrap(Writer {
-            documents: unit.documents().clone(),
-        })
-    };
     let unit = documents.unit_of_work();
     assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
     writer(&unit).handle(&event("e1")).await.unwrap();
@@ -180,11 +182,6 @@ async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoin
 #[tokio::test]
 async fn a_unit_looks_up_what_it_found_until_another_runner_moves_the_checkpoint() {
     let (_dir, documents) = open().await;
-    let writer = |unit: &conference_app::documents::UnitOfWork| {
-        unit.wrap(Writer {
-            documents: unit.documents().clone(),
-        })
-    };
     documents.put("m", "a", row("a", "all")).await.unwrap();
     let unit = documents.unit_of_work();
     assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
@@ -219,11 +216,6 @@ async fn a_unit_looks_up_what_it_found_until_another_runner_moves_the_checkpoint
 async fn two_runners_of_one_projection_never_both_commit_a_range() {
     let (_dir, documents) = open().await;
     let (first, second) = (documents.unit_of_work(), documents.unit_of_work());
-    let writer = |unit: &conference_app::documents::UnitOfWork| {
-        unit.wrap(Writer {
-            documents: unit.documents().clone(),
-        })
-    };
     for unit in [&first, &second] {
         assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
     }
