@@ -82,6 +82,15 @@ fn writer(unit: &UnitOfWork) -> PerEvent<Writer> {
     })
 }
 
+/// Another runner of projection `p` finds its checkpoint at `from`, handles the event `id`
+/// and moves the checkpoint to `to`.
+async fn another_runner_moves_the_checkpoint(documents: &Documents, id: &str, from: u64, to: u64) {
+    let other = documents.unit_of_work();
+    assert_eq!(other.load_checkpoint("p").await.unwrap(), Some(from));
+    writer(&other).handle(&event(id)).await.unwrap();
+    other.save_checkpoint("p", to).await.unwrap();
+}
+
 fn event(id: &str) -> Envelope {
     Envelope::from_parts(
         cqrs_core::AnyMessage::raw(cqrs_core::Payload {
@@ -164,10 +173,7 @@ async fn a_unit_reads_what_it_committed_until_another_runner_moves_the_checkpoin
         "what it committed, without a query"
     );
 
-    let other = documents.unit_of_work();
-    assert_eq!(other.load_checkpoint("p").await.unwrap(), Some(1));
-    writer(&other).handle(&event("e2")).await.unwrap();
-    other.save_checkpoint("p", 2).await.unwrap();
+    another_runner_moves_the_checkpoint(&documents, "e2", 1, 2).await;
     assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(2));
     assert_eq!(
         e1().await.as_deref(),
@@ -200,10 +206,7 @@ async fn a_unit_looks_up_what_it_found_until_another_runner_moves_the_checkpoint
     unit.save_checkpoint("p", 3).await.unwrap();
     assert_eq!(all().await, ["e1", "e3"]);
 
-    let other = documents.unit_of_work();
-    assert_eq!(other.load_checkpoint("p").await.unwrap(), Some(3));
-    writer(&other).handle(&event("e4")).await.unwrap();
-    other.save_checkpoint("p", 4).await.unwrap();
+    another_runner_moves_the_checkpoint(&documents, "e4", 3, 4).await;
     assert_eq!(unit.load_checkpoint("p").await.unwrap(), Some(4));
     assert_eq!(
         all().await,

@@ -255,20 +255,19 @@ where
             let poll = tokio::time::Instant::now() + inner.config.poll_interval;
             let woken = inner.transport.wait(&inner.queue);
             tokio::pin!(woken);
-            loop {
+            let woken = loop {
                 let deadline = settled.next_retry().map_or(poll, |at| at.min(poll));
                 tokio::select! {
                     Some(joined) = tasks.join_next() => settled.add(joined),
-                    () = &mut woken => {
-                        if !inner.config.linger.is_zero() {
-                            tokio::select! {
-                                () = tokio::time::sleep(inner.config.linger) => {}
-                                () = &mut shutdown => break 'run,
-                            }
-                        }
-                        break;
-                    }
-                    () = tokio::time::sleep_until(deadline) => break,
+                    () = &mut woken => break true,
+                    () = tokio::time::sleep_until(deadline) => break false,
+                    () = &mut shutdown => break 'run,
+                }
+            };
+            if woken && !inner.config.linger.is_zero() {
+                // Let the arrivals that follow come in the same receive.
+                tokio::select! {
+                    () = tokio::time::sleep(inner.config.linger) => {}
                     () = &mut shutdown => break 'run,
                 }
             }

@@ -575,17 +575,14 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     use cqrs_core::testing::sample::Remind;
     use cqrs_core::{Envelope, MessageQueue};
     let _shared = CLUSTER.read().await;
-    let Some(url) = support::postgres_url() else {
+    let Some(store) = support::postgres_with("vacuum", |options| {
+        options.vacuum_every(Some(Duration::from_millis(100)))
+    })
+    .await
+    else {
         return;
     };
-    let schema = support::fresh_schema("vacuum");
-    let store = PgStore::connect_with(
-        cqrs_sql::PgOptions::new(&url)
-            .schema(&schema)
-            .vacuum_every(Some(Duration::from_millis(100))),
-    )
-    .await
-    .unwrap();
+    let schema = store.schema().to_owned();
     let vacuumed = || async {
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = $1 AND vacuum_count > 0 ORDER BY 1",
@@ -676,18 +673,14 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
     use cqrs_core::testing::sample::Remind;
     use cqrs_core::{Envelope, MessageQueue};
     let _shared = CLUSTER.read().await;
-    let Some(url) = support::postgres_url() else {
+    let Some(store) = support::postgres_with("receive_reads", |options| {
+        options.vacuum_every(None).max_connections(2)
+    })
+    .await
+    else {
         return;
     };
-    let schema = support::fresh_schema("receive_reads");
-    let store = PgStore::connect_with(
-        cqrs_sql::PgOptions::new(&url)
-            .schema(&schema)
-            .vacuum_every(None)
-            .max_connections(2),
-    )
-    .await
-    .unwrap();
+    let schema = store.schema().to_owned();
     let remind = |note: String| Envelope::command(Remind::new(note));
     // Every statement of the queue is planned now, with one message in it.
     store

@@ -165,26 +165,15 @@ struct Overlay {
 /// The rows a lookup by index found, by key.
 type Found = std::collections::BTreeMap<String, Row>;
 
-/// Applies `writes` to `rows`, the rows of `model` whose `index` column is `value`: a row
-/// written with another value, or deleted, leaves them.
-fn apply<'a>(
-    rows: &mut Found,
-    writes: impl IntoIterator<Item = (&'a (String, String), &'a Option<Row>)>,
-    model: &str,
-    index: Index,
-    value: &str,
-) {
-    for ((m, key), row) in writes {
-        if m != model {
-            continue;
+/// Applies the write of `row` (`None`: a delete) under `key` to `rows`, the rows of a model
+/// whose `index` column is `value`: a row written with another value, or deleted, leaves them.
+fn apply(rows: &mut Found, key: &str, row: Option<&Row>, index: Index, value: &str) {
+    match row {
+        Some(row) if row.index(index) == Some(value) => {
+            rows.insert(key.to_owned(), row.clone());
         }
-        match row {
-            Some(row) if row.index(index) == Some(value) => {
-                rows.insert(key.clone(), row.clone());
-            }
-            _ => {
-                rows.remove(key);
-            }
+        _ => {
+            rows.remove(key);
         }
     }
 }
@@ -208,9 +197,9 @@ impl Overlay {
         if self.stored.len() + writes.len() > Self::STORED_ROWS {
             self.stored.clear();
         }
-        for (model, lookups) in &mut self.found {
-            for ((index, value), rows) in lookups.iter_mut() {
-                apply(rows, &writes, model, *index, value);
+        for ((model, key), row) in &writes {
+            for ((index, value), rows) in self.found.get_mut(model).into_iter().flatten() {
+                apply(rows, key, row.as_ref(), *index, value);
             }
         }
         self.stored.extend(writes);
@@ -222,6 +211,11 @@ impl Overlay {
         self.stored.clear();
         self.found.clear();
         self.epoch += 1;
+    }
+
+    /// What a lookup by index found, if this unit remembers it.
+    fn lookup(&self, model: &str, index: Index, value: &str) -> Option<&Found> {
+        self.found.get(model)?.get(&(index, value.to_owned()))
     }
 
     /// What a lookup by index read from the database at `epoch`.
@@ -462,32 +456,27 @@ impl Documents {
     pub async fn find<T: DeserializeOwned>(&self, model: &str, index: Index, value: &str) -> Result<Vec<T>> {
         let model = self.physical(model);
         // A unit of work looks up what it found before, as the writes it committed since left it.
-        let known = self.overlay().map(|overlay| {
-            let found = overlay
-                .found
-                .get(&model)
-                .and_then(|l| l.get(&(index, value.to_owned())));
-            (found.cloned(), overlay.epoch)
-        });
+        let (known, epoch) = match self.overlay() {
+            Some(overlay) => (overlay.lookup(&model, index, value).cloned(), Some(overlay.epoch)),
+            None => (None, None),
+        };
         let mut rows = match known {
-            Some((Some(rows), _)) => rows,
-            known => {
+            Some(rows) => rows,
+            None => {
                 let stored = on_db!(&self.db, db => db.find(index, &model, value).await?);
                 let rows: Found = stored.into_iter().collect();
-                if let (Some((_, epoch)), Some(mut overlay)) = (known, self.overlay()) {
+                if let (Some(epoch), Some(mut overlay)) = (epoch, self.overlay()) {
                     overlay.found(epoch, &model, index, value, &rows);
                 }
                 rows
             }
         };
         if let Some(overlay) = self.overlay() {
-            apply(
-                &mut rows,
-                overlay.committed.iter().chain(&overlay.current),
-                &model,
-                index,
-                value,
-            );
+            for ((m, key), row) in overlay.committed.iter().chain(&overlay.current) {
+                if *m == model {
+                    apply(&mut rows, key, row.as_ref(), index, value);
+                }
+            }
         }
         rows.values().map(Row::decode).collect()
     }

@@ -286,9 +286,9 @@ pub(super) const RECEIVE: &str = concat!(
 /// parts all see the table as it was before the delete, so the runs leave the completed ids
 /// out. Until it commits, the completed rows stay locked by the delete, so a competing
 /// `RECEIVE`, which takes a session only at its oldest message, skips the session; after, the
-/// session's oldest message is locked by this consumer. A session is held by one consumer at a time, so two
-/// requests of a statement are of different sessions (or one of them, whose lease ran out,
-/// completes nothing and takes nothing).
+/// session's oldest message is locked by this consumer. A session is held by one consumer at a
+/// time, so two requests of a statement are of different sessions (or one of them, whose lease
+/// ran out, completes nothing and takes nothing).
 pub(super) const COMPLETE_AND_NEXT: &str = concat!(
     "WITH r AS (
         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS r(queue, session_id, max, idx)

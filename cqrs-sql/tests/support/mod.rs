@@ -36,8 +36,18 @@ pub(crate) fn fresh_schema(test: &str) -> String {
 /// A store on a fresh schema, or `None` when PostgreSQL tests are skipped.
 #[cfg(feature = "postgres")]
 pub(crate) async fn postgres(test: &str) -> Option<PgStore> {
+    postgres_with(test, |options| options).await
+}
+
+/// A store on a fresh schema ([`PgStore::schema`]) with the options `configure` sets, or
+/// `None` when PostgreSQL tests are skipped.
+#[cfg(feature = "postgres")]
+pub(crate) async fn postgres_with(
+    test: &str,
+    configure: impl FnOnce(PgOptions) -> PgOptions,
+) -> Option<PgStore> {
     let url = postgres_url()?;
-    let store = PgStore::connect_with(PgOptions::new(url).schema(fresh_schema(test)))
+    let store = PgStore::connect_with(configure(PgOptions::new(url).schema(fresh_schema(test))))
         .await
         .expect("the test database is reachable");
     Some(store)
