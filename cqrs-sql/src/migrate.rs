@@ -45,6 +45,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "due_messages_in_order",
         sql: include_str!("../migrations/postgres/0007_due_messages_in_order.sql"),
     },
+    Migration {
+        version: 8,
+        name: "locked_messages_not_due",
+        sql: include_str!("../migrations/postgres/0008_locked_messages_not_due.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

@@ -663,8 +663,8 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     assert_eq!(pages().await, filled, "the emptied pages were kept");
 }
 
-/// A receive reads about as many messages as it takes, not the queue's whole backlog; and
-/// statements planned while the queue held one message still look messages up by index once it
+/// A receive reads about as many messages as it takes, not the queue's whole backlog nor the
+/// messages other consumers hold; and statements planned while the queue held one message still look messages up by index once it
 /// holds thousands, never reading the whole table. Counted with PostgreSQL's table statistics,
 /// on a store of two connections, one of them its listener's: the statements all run on the
 /// other, whose counts can then be flushed before they are read.
@@ -699,6 +699,9 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
         .map(|n| remind(format!("later-{n}")).with_delay(Duration::from_secs(3600)))
         .collect();
     store.enqueue("q", later).await.unwrap();
+    // Another consumer holds the oldest 1,500.
+    let held = store.receive("q", 1_500).await.unwrap();
+    assert_eq!(held.len(), 1_500);
     let reads = || async {
         sqlx::query("SELECT pg_stat_force_next_flush()")
             .execute(store.pool())
@@ -720,8 +723,8 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
     let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
     assert_eq!(
         taken.iter().map(note).collect::<Vec<_>>(),
-        ["head-0", "head-1"],
-        "the oldest due first"
+        ["head-1500", "head-1501"],
+        "the oldest due and free first"
     );
     for delivery in &taken {
         assert!(
@@ -736,7 +739,7 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
     assert_eq!(after.0, before.0, "no statement read the table through");
     assert!(
         after.1 - before.1 < 100,
-        "a receive of 2 and their completions fetched {} messages of 2,501",
+        "a receive of 2 and their completions fetched {} messages of 2,500, 1,500 of them held",
         after.1 - before.1
     );
 }

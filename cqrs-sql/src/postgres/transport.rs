@@ -284,6 +284,7 @@ impl MessageQueue for PgStore {
         sqlx::query(sql::RELEASE)
             .bind(ids)
             .bind(counts)
+            .bind(self.clock_now())
             .execute(self.pool())
             .await
             .map_err(db)?;
