@@ -127,12 +127,9 @@ impl<S: EventOutbox, B: EventBus> Publisher<S, B> {
         } else {
             self.publish_each(streams).await
         };
-        let marks: Vec<(StreamId, i64)> = accepted
-            .iter()
-            .map(|(stream, events)| ((*stream).clone(), events.last().map_or(-1, |e| e.version)))
-            .collect();
-        self.store.mark_published_many(&marks).await?;
-        let published = accepted.iter().map(|(_, events)| events.len()).sum();
+        let published: Vec<&StoredEvent> = accepted.into_iter().flat_map(|(_, events)| events).collect();
+        self.store.mark_events_published(&published).await?;
+        let published = published.len();
         metrics::counter!("cqrs_events_published_total").increment(published as u64);
         first_error.map_or(Ok(published), Err)
     }

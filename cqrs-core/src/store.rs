@@ -261,6 +261,22 @@ pub trait EventOutbox: Send + Sync {
         }
     }
 
+    /// Records that `events` were published: events as [`unpublished`](Self::unpublished)
+    /// answered them, each stream's a run of its oldest unpublished ones. The default marks each
+    /// stream up to its last version among them ([`mark_published_many`](Self::mark_published_many));
+    /// a backend whose outbox is keyed by position removes exactly these events' entries, with
+    /// no walk down each stream.
+    fn mark_events_published(&self, events: &[&StoredEvent]) -> impl Future<Output = Result<()>> + Send {
+        let mut marks: Vec<(StreamId, i64)> = Vec::new();
+        for event in events {
+            match marks.iter_mut().find(|(stream, _)| *stream == event.stream_id) {
+                Some((_, version)) => *version = (*version).max(event.version),
+                None => marks.push((event.stream_id.clone(), event.version)),
+            }
+        }
+        async move { self.mark_published_many(&marks).await }
+    }
+
     /// Resolves when events may have been appended since the last call (a hint: callers also
     /// poll at a bounded interval).
     fn appended(&self) -> impl Future<Output = ()> + Send;
@@ -300,6 +316,9 @@ impl<T: EventOutbox> EventOutbox for Arc<T> {
     }
     fn mark_published_many(&self, marks: &[(StreamId, i64)]) -> impl Future<Output = Result<()>> + Send {
         (**self).mark_published_many(marks)
+    }
+    fn mark_events_published(&self, events: &[&StoredEvent]) -> impl Future<Output = Result<()>> + Send {
+        (**self).mark_events_published(events)
     }
     fn appended(&self) -> impl Future<Output = ()> + Send {
         (**self).appended()

@@ -28,7 +28,9 @@ use crate::message::Message;
 use crate::process::{Process, ProcessRepository, ProcessStore, Relay};
 use crate::repository::{MementoPolicy, Repository};
 use crate::snapshot::{Snapshot, SnapshotStore};
-use crate::store::{EventMetadata, EventOutbox, EventStore, ExpectedVersion, NewEvent, StreamId};
+use crate::store::{
+    EventMetadata, EventOutbox, EventStore, ExpectedVersion, NewEvent, StoredEvent, StreamId,
+};
 use crate::subscription::{CatchUp, CheckpointStore};
 use crate::transport::{
     DeadLetters, Delivery, MessageFilter, MessageQueue, QueueDepths, Topics, subscription_queue,
@@ -236,6 +238,43 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
             .any(|e| e.stream_id == a || e.stream_id == b),
         "marked events leave the outbox"
     );
+
+    // The publisher's marks: the events it published, each stream's oldest ones.
+    store
+        .append(&a, "Conf", ExpectedVersion::Exact(5), batch(200, 3))
+        .await
+        .unwrap();
+    store
+        .append(&b, "Conf", ExpectedVersion::Exact(3), batch(300, 1))
+        .await
+        .unwrap();
+    let ours = |events: Vec<StoredEvent>| -> Vec<StoredEvent> {
+        events
+            .into_iter()
+            .filter(|e| e.stream_id == a || e.stream_id == b)
+            .collect()
+    };
+    let unpublished = ours(store.unpublished(1000).await.unwrap());
+    assert_eq!(unpublished.len(), 4);
+    let published: Vec<&StoredEvent> = unpublished
+        .iter()
+        .filter(|e| e.stream_id == b || e.version == 6)
+        .collect();
+    store.mark_events_published(&published).await.unwrap();
+    let left: Vec<(StreamId, i64)> = ours(store.unpublished(1000).await.unwrap())
+        .into_iter()
+        .map(|e| (e.stream_id, e.version))
+        .collect();
+    assert_eq!(
+        left,
+        [(a.clone(), 7), (a.clone(), 8)],
+        "exactly the events marked leave the outbox"
+    );
+    store
+        .mark_events_published(&unpublished.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(ours(store.unpublished(1000).await.unwrap()).is_empty());
 }
 
 /// 64 concurrent appends to distinct streams, one with a wrong expected version: 63 succeed,

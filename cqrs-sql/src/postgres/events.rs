@@ -271,6 +271,21 @@ impl EventOutbox for PgStore {
         Ok(())
     }
 
+    /// One statement, a key lookup per event: the publisher's marks, without `MARK_PUBLISHED`'s
+    /// walk down each stream (800 pages a call under load, against about two an event).
+    async fn mark_events_published(&self, events: &[&StoredEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
+        sqlx::query(sql::REMOVE_PUBLISHED)
+            .bind(positions)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     async fn appended(&self) {
         self.inner.appended.notified().await;
     }

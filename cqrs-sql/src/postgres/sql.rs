@@ -114,6 +114,9 @@ pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(stream_id, version,
     )
     DELETE FROM cqrs_outbox WHERE position = ANY (ARRAY(SELECT position FROM walk))";
 
+/// Removes published events from the outbox by their positions (an array): a key lookup each.
+pub(super) const REMOVE_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE position = ANY ($1::int8[])";
+
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = $1";
 pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO cqrs_snapshots \

@@ -404,6 +404,14 @@ impl EventOutbox for SqliteStore {
         self.execute_each(sql::MARK_PUBLISHED, marks).await.map(drop)
     }
 
+    /// One write of the batch, each event's entry removed by its position.
+    async fn mark_events_published(&self, events: &[&StoredEvent]) -> Result<()> {
+        let positions = events.iter().map(|e| (e.position as i64,)).collect();
+        self.execute_each(sql::REMOVE_PUBLISHED, positions)
+            .await
+            .map(drop)
+    }
+
     async fn appended(&self) {
         self.inner.appended.notified().await;
     }

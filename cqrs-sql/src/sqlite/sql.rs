@@ -82,6 +82,9 @@ pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(version, position) 
     )
     DELETE FROM cqrs_outbox WHERE position IN (SELECT position FROM walk)";
 
+/// Removes one published event from the outbox, by its position.
+pub(super) const REMOVE_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE position = ?";
+
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT stream_id, version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = ?";
 pub(super) const SAVE_SNAPSHOT: &str = "INSERT INTO cqrs_snapshots \
