@@ -168,20 +168,23 @@ impl<S: EventReader, C: CheckpointStore, H: MessageHandler> CatchUp<S, C, H> {
 /// answered from that page, so that subscriptions woken by the same publication cost one query
 /// instead of one each. Concurrent misses wait for one fetch ("single flight").
 ///
-/// A page answers a read when the read starts inside it and either it holds a full page for
-/// the reader or it was itself the end of the log when fetched. The last
-/// [`SHARED_PAGES`](Self::SHARED_PAGES) pages are kept. Call
-/// [`invalidate`](Self::invalidate) when the log grows (on each publication): the next read
-/// then goes to the store. Without it, a subscription may be told the log ends where the last
-/// page did, until its next read after an invalidation. A page is a consistent prefix of the
-/// log as the store returned it, so what a gap-safe store guarantees holds for its suffixes.
+/// A page is a consistent prefix of the log as the store returned it, so what a gap-safe store
+/// guarantees holds for its suffixes, and the log up to a page's last event never changes. A
+/// page answers a read that starts inside it with the events it holds after that start. Only
+/// the end of the log moves: a page that was the end when fetched says so until
+/// [`invalidate`](Self::invalidate) is called (on each publication); after that, a read it
+/// does not answer in full goes on from its last event, in another page or the store. A
+/// subscription that was behind when the log grew thus reads from the store only the events no
+/// page holds. Without the invalidation, a subscription may be told the log ends where the
+/// last page did, until its next read after one. The last
+/// [`SHARED_PAGES`](Self::SHARED_PAGES) pages are kept.
 ///
-/// Clones share the page.
+/// Clones share the pages.
 pub struct SharedLog<S> {
     inner: S,
     last: Arc<tokio::sync::Mutex<std::collections::VecDeque<Page>>>,
-    /// Bumped by [`SharedLog::invalidate`]; a page answers only in the generation it was
-    /// fetched in.
+    /// Bumped by [`SharedLog::invalidate`]; a page says the log ends with it only in the
+    /// generation it was fetched in.
     generation: Arc<AtomicU64>,
 }
 
@@ -201,7 +204,8 @@ impl<S> fmt::Debug for SharedLog<S> {
     }
 }
 
-/// A page read from the store: the events after `after`, at most `limit` of them.
+/// A page read from the store (or gathered from pages and the store): the events after
+/// `after`, at most `limit` of them.
 struct Page {
     after: u64,
     limit: usize,
@@ -210,18 +214,21 @@ struct Page {
 }
 
 impl Page {
-    fn answer(&self, after: u64, limit: usize, generation: u64) -> Option<Vec<StoredEvent>> {
-        if after < self.after || generation != self.generation {
+    /// Up to `limit` of the events after `after`, when this page holds some, and whether they
+    /// answer the whole read: `limit` of them, or the rest of the log when this page was its end
+    /// in the current `generation`.
+    fn covers(&self, after: u64, limit: usize, generation: u64) -> Option<(&[StoredEvent], bool)> {
+        if after < self.after {
             return None;
         }
         let start = self.events.partition_point(|e| e.position <= after);
         let rest = &self.events[start..];
-        let was_the_end = self.events.len() < self.limit;
-        if rest.len() >= limit || (was_the_end && !rest.is_empty()) {
-            Some(rest[..rest.len().min(limit)].to_vec())
-        } else {
-            None
+        if rest.is_empty() {
+            return None;
         }
+        let was_the_end = self.events.len() < self.limit;
+        let whole = rest.len() >= limit || (was_the_end && generation == self.generation);
+        Some((&rest[..rest.len().min(limit)], whole))
     }
 }
 
@@ -257,14 +264,20 @@ impl<S: EventReader> EventReader for SharedLog<S> {
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         let mut pages = self.last.lock().await;
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some(answer) = pages
+        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut from = after;
+        while let Some((held, whole)) = pages
             .iter()
-            .find_map(|page| page.answer(after, limit, generation))
+            .filter_map(|page| page.covers(from, limit - events.len(), generation))
+            .max_by_key(|(held, whole)| (*whole, held.len()))
         {
-            return Ok(answer);
+            events.extend_from_slice(held);
+            if whole {
+                return Ok(events);
+            }
+            from = events.last().map_or(from, |e| e.position);
         }
-        let events = self.inner.read_all(after, limit).await?;
-        pages.retain(|page| page.generation == generation);
+        events.extend(self.inner.read_all(from, limit - events.len()).await?);
         if pages.len() == Self::SHARED_PAGES {
             pages.pop_front();
         }

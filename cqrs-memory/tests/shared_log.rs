@@ -12,11 +12,12 @@ use cqrs_core::{
 };
 use cqrs_memory::{MemoryCheckpoints, MemoryEventStore};
 
-/// Counts the reads of the global log that reach the store.
+/// Counts the reads of the global log that reach the store, and the events they return.
 #[derive(Clone)]
 struct Counting {
     inner: MemoryEventStore,
     reads: Arc<AtomicUsize>,
+    events: Arc<AtomicUsize>,
 }
 
 impl EventReader for Counting {
@@ -26,7 +27,9 @@ impl EventReader for Counting {
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_all(after, limit).await
+        let events = self.inner.read_all(after, limit).await?;
+        self.events.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(events)
     }
 }
 
@@ -76,6 +79,7 @@ async fn subscriptions_woken_together_read_the_log_once_and_see_every_event_once
     let log = SharedLog::new(Counting {
         inner: store.clone(),
         reads: reads.clone(),
+        events: Arc::default(),
     });
     let checkpoints = MemoryCheckpoints::new();
     let seen: Vec<Seen> = (0..6).map(|_| Seen::default()).collect();
@@ -128,4 +132,64 @@ async fn subscriptions_woken_together_read_the_log_once_and_see_every_event_once
             "none missed, none repeated"
         );
     }
+}
+
+/// A subscription that was behind when the log grew takes what the pages fetched before hold,
+/// and reads from the store only the events that no page holds.
+#[tokio::test]
+async fn a_subscription_behind_reads_only_what_no_page_holds() {
+    let store = MemoryEventStore::new();
+    let (reads, events) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let log = SharedLog::new(Counting {
+        inner: store.clone(),
+        reads: reads.clone(),
+        events: events.clone(),
+    });
+    let checkpoints = MemoryCheckpoints::new();
+    let (ahead, behind) = (Seen::default(), Seen::default());
+    let subscription = |name: &str, seen: &Seen| {
+        CatchUp::new(name, log.clone(), checkpoints.clone(), seen.clone()).page_size(100)
+    };
+    let (first, second) = (subscription("ahead", &ahead), subscription("behind", &behind));
+
+    // The first follows three growths of five events; the second, woken late, catches up after.
+    for round in 1..=3 {
+        add_seats(&store, 5).await;
+        log.invalidate();
+        first.catch_up().await.unwrap();
+        assert_eq!(events.load(Ordering::SeqCst), round * 5, "only the new events");
+    }
+    add_seats(&store, 5).await;
+    log.invalidate();
+    second.catch_up().await.unwrap();
+    assert_eq!(
+        events.load(Ordering::SeqCst),
+        20,
+        "the second read only the last five from the store"
+    );
+    assert_eq!(reads.load(Ordering::SeqCst), 4);
+    first.catch_up().await.unwrap();
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        4,
+        "the first was answered by the page"
+    );
+    for seen in [&ahead, &behind] {
+        let positions = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            positions,
+            (1..=20).collect::<Vec<u64>>(),
+            "none missed, none repeated"
+        );
+    }
+
+    // A page that was the end of the log says so only until the log grows.
+    add_seats(&store, 2).await;
+    log.invalidate();
+    first.catch_up().await.unwrap();
+    second.catch_up().await.unwrap();
+    for seen in [&ahead, &behind] {
+        assert_eq!(seen.0.lock().unwrap().len(), 22);
+    }
+    assert_eq!(events.load(Ordering::SeqCst), 22);
 }
