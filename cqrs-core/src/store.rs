@@ -267,13 +267,12 @@ pub trait EventOutbox: Send + Sync {
     /// a backend whose outbox is keyed by position removes exactly these events' entries, with
     /// no walk down each stream.
     fn mark_events_published(&self, events: &[&StoredEvent]) -> impl Future<Output = Result<()>> + Send {
-        let mut marks: Vec<(StreamId, i64)> = Vec::new();
+        let mut last: std::collections::HashMap<&StreamId, i64> = std::collections::HashMap::new();
         for event in events {
-            match marks.iter_mut().find(|(stream, _)| *stream == event.stream_id) {
-                Some((_, version)) => *version = (*version).max(event.version),
-                None => marks.push((event.stream_id.clone(), event.version)),
-            }
+            let version = last.entry(&event.stream_id).or_insert(event.version);
+            *version = (*version).max(event.version);
         }
+        let marks: Vec<(StreamId, i64)> = last.into_iter().map(|(stream, v)| (stream.clone(), v)).collect();
         async move { self.mark_published_many(&marks).await }
     }
 
