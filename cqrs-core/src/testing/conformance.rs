@@ -184,22 +184,23 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
     }
 
     // The outbox holds everything appended, in position order, until marked published.
+    let outbox = async || -> Vec<StoredEvent> {
+        store
+            .unpublished(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.stream_id == a || e.stream_id == b)
+            .collect()
+    };
+    let versions = |events: Vec<StoredEvent>| -> Vec<(StreamId, i64)> {
+        events.into_iter().map(|e| (e.stream_id, e.version)).collect()
+    };
     let unpublished = store.unpublished(1000).await.unwrap();
-    let ours: Vec<_> = unpublished
-        .iter()
-        .filter(|e| e.stream_id == a || e.stream_id == b)
-        .collect();
-    assert_eq!(ours.len(), 10);
     assert!(unpublished.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(outbox().await.len(), 10);
     store.mark_published(&a, 3).await.unwrap();
-    let left: Vec<(StreamId, i64)> = store
-        .unpublished(1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.stream_id == a || e.stream_id == b)
-        .map(|e| (e.stream_id, e.version))
-        .collect();
+    let left = versions(outbox().await);
     assert_eq!(
         left.iter()
             .filter(|(s, _)| s == &a)
@@ -212,13 +213,9 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
         .mark_published_many(&[(a.clone(), 4), (b.clone(), 1)])
         .await
         .unwrap();
-    let mut left: Vec<(String, i64)> = store
-        .unpublished(1000)
-        .await
-        .unwrap()
+    let mut left: Vec<(String, i64)> = versions(outbox().await)
         .into_iter()
-        .filter(|e| e.stream_id == a || e.stream_id == b)
-        .map(|e| (e.stream_id.to_string(), e.version))
+        .map(|(stream, version)| (stream.to_string(), version))
         .collect();
     left.sort();
     let mut expected = vec![(a.to_string(), 5), (b.to_string(), 2), (b.to_string(), 3)];
@@ -229,15 +226,7 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
         .mark_published_many(&[(a.clone(), 5), (b.clone(), 99), (a.clone(), 5)])
         .await
         .unwrap();
-    assert!(
-        !store
-            .unpublished(1000)
-            .await
-            .unwrap()
-            .iter()
-            .any(|e| e.stream_id == a || e.stream_id == b),
-        "marked events leave the outbox"
-    );
+    assert!(outbox().await.is_empty(), "marked events leave the outbox");
 
     // The publisher's marks: the events it published, each stream's oldest ones.
     store
@@ -248,25 +237,15 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
         .append(&b, "Conf", ExpectedVersion::Exact(3), batch(300, 1))
         .await
         .unwrap();
-    let ours = |events: Vec<StoredEvent>| -> Vec<StoredEvent> {
-        events
-            .into_iter()
-            .filter(|e| e.stream_id == a || e.stream_id == b)
-            .collect()
-    };
-    let unpublished = ours(store.unpublished(1000).await.unwrap());
+    let unpublished = outbox().await;
     assert_eq!(unpublished.len(), 4);
     let published: Vec<&StoredEvent> = unpublished
         .iter()
         .filter(|e| e.stream_id == b || e.version == 6)
         .collect();
     store.mark_events_published(&published).await.unwrap();
-    let left: Vec<(StreamId, i64)> = ours(store.unpublished(1000).await.unwrap())
-        .into_iter()
-        .map(|e| (e.stream_id, e.version))
-        .collect();
     assert_eq!(
-        left,
+        versions(outbox().await),
         [(a.clone(), 7), (a.clone(), 8)],
         "exactly the events marked leave the outbox"
     );
@@ -274,7 +253,7 @@ pub async fn event_store<S: EventStore + EventOutbox>(store: &S) {
         .mark_events_published(&unpublished.iter().collect::<Vec<_>>())
         .await
         .unwrap();
-    assert!(ours(store.unpublished(1000).await.unwrap()).is_empty());
+    assert!(outbox().await.is_empty());
 }
 
 /// 64 concurrent appends to distinct streams, one with a wrong expected version: 63 succeed,
