@@ -50,6 +50,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "locked_messages_not_due",
         sql: include_str!("../migrations/postgres/0008_locked_messages_not_due.sql"),
     },
+    Migration {
+        version: 9,
+        name: "messages_behind",
+        sql: include_str!("../migrations/postgres/0009_messages_behind.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

@@ -744,6 +744,123 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
     );
 }
 
+/// A receive does not walk the followers of a busy session: the messages enqueued behind an
+/// older one of their session are out of the due walk (migration 9), and the session's first
+/// one is found by a lookup a session. Here one session holds 1,000 messages, its first held by
+/// another consumer (a conference's seat commands under load), and 200 sessions a free head
+/// each, enqueued after it.
+#[tokio::test]
+async fn a_receive_reads_no_message_behind_a_held_one() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres_with("receive_behind", |options| {
+        options.vacuum_every(None).max_connections(2)
+    })
+    .await
+    else {
+        return;
+    };
+    let schema = store.schema().to_owned();
+    let remind = |note: String| Envelope::command(Remind::new(note));
+    let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
+    // Planned with one message in the queue, as in the test above.
+    store
+        .enqueue("q", vec![remind("first".into()).with_session_id("s")])
+        .await
+        .unwrap();
+    let first = store.receive("q", 10).await.unwrap();
+    assert!(store.complete_and_next(&first, 10).await.unwrap().is_empty());
+
+    // Half enqueued together, half one by one: both ways mark the followers.
+    let busy = |n: usize| remind(format!("busy-{n}")).with_session_id("busy");
+    store.enqueue("q", (0..500).map(busy).collect()).await.unwrap();
+    for n in 500..1_000 {
+        store.enqueue("q", vec![busy(n)]).await.unwrap();
+    }
+    let held = store.receive("q", 1).await.unwrap();
+    assert_eq!(held.iter().map(note).collect::<Vec<_>>(), ["busy-0"]);
+    let heads = (0..200)
+        .map(|n| remind(format!("head-{n}")).with_session_id(format!("s{n}")))
+        .collect();
+    store.enqueue("q", heads).await.unwrap();
+    let behind: i64 = sqlx::query_scalar("SELECT count(*) FROM cqrs_messages WHERE behind")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        behind, 999,
+        "every message of the busy session but its first is behind"
+    );
+
+    let fetched = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let by_index: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables \
+             WHERE schemaname = $1 AND relname = 'cqrs_messages'",
+        )
+        .bind(&schema)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        by_index
+    };
+    let before = fetched().await;
+    let taken = store.receive("q", 2).await.unwrap();
+    let after = fetched().await;
+    assert_eq!(
+        taken.iter().map(note).collect::<Vec<_>>(),
+        ["head-0", "head-1"],
+        "the free heads, none of the busy session's"
+    );
+    assert!(
+        after - before < 50,
+        "a receive of 2 fetched {} messages, 999 of them behind a held one",
+        after - before
+    );
+
+    // The holder completes the first without following the session: the second, behind, is
+    // now the session's first, and a receive takes it, then the third only after it.
+    assert!(store.complete_and_next(&held, 0).await.unwrap().is_empty());
+    let next = store.receive("q", 300).await.unwrap();
+    let busy_taken: Vec<String> = next.iter().map(note).filter(|n| n.starts_with("busy")).collect();
+    assert_eq!(busy_taken, ["busy-1"], "only the busy session's first");
+    assert_eq!(next.len(), 199, "with the other sessions' heads");
+}
+
+/// The mark is a hint, never a rule: a session's first message marked behind (as an enqueue
+/// racing the completion of the message before it can leave it) is still taken, and a follower
+/// not marked (two enqueued at once to an empty session) still waits for its session.
+#[tokio::test]
+async fn a_message_behind_is_taken_once_it_is_first_and_not_before() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres("behind_hint").await else {
+        return;
+    };
+    let remind = |note: &str| Envelope::command(Remind::new(note.to_owned())).with_session_id("s");
+    let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
+    store
+        .enqueue("q", vec![remind("a"), remind("b"), remind("c")])
+        .await
+        .unwrap();
+    // The first marked behind, the others not: as wrong as the marks can be.
+    sqlx::query("UPDATE cqrs_messages SET behind = (id = (SELECT min(id) FROM cqrs_messages))")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for expected in ["a", "b", "c"] {
+        let taken = store.receive("q", 10).await.unwrap();
+        assert_eq!(taken.iter().map(note).collect::<Vec<_>>(), [expected]);
+        assert!(store.receive("q", 10).await.unwrap().is_empty(), "one at a time");
+        store.complete(&taken[0]).await.unwrap();
+    }
+}
+
 /// Consumers of many sessions complete their messages at once: each takes its own session's
 /// next messages, in order; one whose delivery went stale (its lease ran out and the message
 /// was delivered again) completes nothing and takes nothing.

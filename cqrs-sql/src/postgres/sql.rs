@@ -222,23 +222,48 @@ macro_rules! message_columns {
     };
 }
 
+/// Whether the message `e` of session `e.session_id`, enqueued to `$queue` in the order `e.ord`,
+/// goes behind an older message of its session (migration 9): one was there before this
+/// statement, or comes before it in the statement's own messages. A scalar subquery, so that it
+/// stays one lookup of the session index.
+macro_rules! behind {
+    ($queue:literal, $partition:literal) => {
+        concat!(
+            "e.session_id IS NOT NULL AND (row_number() OVER (PARTITION BY ",
+            $partition,
+            ", e.session_id ORDER BY e.ord) > 1 \
+             OR (SELECT true FROM cqrs_messages o WHERE o.queue = ",
+            $queue,
+            " AND o.session_id = e.session_id LIMIT 1) IS NOT NULL)"
+        )
+    };
+}
+
 /// Enqueues messages, each to its own queue (`$1`, an array), at time `$2`, in the order given
-/// (their ids rise in that order).
-pub(super) const ENQUEUE: &str = "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
-        codec, payload, metadata, enqueued_at, visible_at, expires_at)
+/// (their ids rise in that order); each one behind an older message of its session is marked so.
+pub(super) const ENQUEUE: &str = concat!(
+    "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
+        codec, payload, metadata, enqueued_at, visible_at, expires_at, behind)
     SELECT e.queue, e.message_id, e.session_id, e.name, e.schema_version, e.codec, e.payload, e.metadata::jsonb, $2,
-           e.visible_at, e.expires_at
+           e.visible_at, e.expires_at, ",
+    behind!("e.queue", "e.queue"),
+    "
     FROM UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[],
                 $10::timestamptz[], $11::timestamptz[], $1::text[])
          WITH ORDINALITY AS e(message_id, session_id, name, schema_version, codec, payload, metadata, visible_at,
                               expires_at, queue, ord)
-    ORDER BY e.ord";
+    ORDER BY e.ord"
+);
 
-/// Copies each message to every subscription of topic `$1` whose filter names it.
-pub(super) const PUBLISH: &str = "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
-        codec, payload, metadata, enqueued_at, visible_at, expires_at)
+/// Copies each message to every subscription of topic `$1` whose filter names it, marking those
+/// behind an older message of their session as [`ENQUEUE`] does.
+pub(super) const PUBLISH: &str = concat!(
+    "INSERT INTO cqrs_messages (queue, message_id, session_id, name, schema_version,
+        codec, payload, metadata, enqueued_at, visible_at, expires_at, behind)
     SELECT $1 || '/' || s.subscription, e.message_id, e.session_id, e.name, e.schema_version, e.codec, e.payload,
-           e.metadata::jsonb, $2, e.visible_at, e.expires_at
+           e.metadata::jsonb, $2, e.visible_at, e.expires_at, ",
+    behind!("$1 || '/' || s.subscription", "s.subscription"),
+    "
     FROM cqrs_subscriptions s,
          UNNEST($3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::bytea[], $9::text[],
                 $10::timestamptz[], $11::timestamptz[])
@@ -246,7 +271,8 @@ pub(super) const PUBLISH: &str = "INSERT INTO cqrs_messages (queue, message_id, 
                               expires_at, ord)
     WHERE s.topic = $1 AND (s.names IS NULL OR e.name = ANY (s.names))
     ORDER BY s.subscription, e.ord
-    RETURNING queue";
+    RETURNING queue"
+);
 
 /// Locks up to `$4` due messages of queue `$1` at time `$2` until `$3`: only a session's oldest
 /// message, and only when it is neither locked nor waiting for a retry. Competing consumers skip
@@ -254,23 +280,49 @@ pub(super) const PUBLISH: &str = "INSERT INTO cqrs_messages (queue, message_id, 
 /// lease's end, and not before (migration 8): the walk below never meets a held message, where
 /// under load a subscription's queue had some 220 due, all held, read by every receive.
 ///
-/// The due messages are walked in the order they came due (`cqrs_messages_due`, migration 7),
-/// and the walk stops once `$4` are locked: a receive reads about as many messages as it takes,
-/// not the whole backlog. Under load hundreds of sessions wait with a free head while each
-/// consumer has room for a few more: sampled with `auto_explain`, a receive that first gathered
-/// every session's oldest due message, checked and sorted them all read 2,400 pages for the 4 it
-/// took (447 free heads). Each message of a session is checked against the session's older
-/// messages with one lookup walking back from it; written as a scalar subquery, it stays that
-/// lookup (an `EXISTS` may become a join that reads the whole session index).
+/// Two ways in, `heads` first:
+/// - `heads`: the oldest message marked behind (migration 9) of each session that has some,
+///   found by a skip scan of the `cqrs_messages_behind` index (a lookup a session), taken when
+///   it has become its session's first. A session has messages behind when it is busy: a
+///   conference's seat commands, an order's events published together. There are a few such
+///   sessions, where there are hundreds of messages behind their heads.
+/// - `walk`: the due messages not behind, in the order they came due (`cqrs_messages_due`,
+///   migration 7), stopping once `$4` are locked: a receive reads about as many messages as it
+///   takes, not the whole backlog. Under load hundreds of sessions wait with a free head while
+///   each consumer has room for a few more: sampled with `auto_explain`, a receive that first
+///   gathered every session's oldest due message, checked and sorted them all read 2,400 pages
+///   for the 4 it took (447 free heads). A message not marked behind may still follow another
+///   (two enqueued at once to an empty session, a follower given back untried): each is checked
+///   against its session's older messages.
+///
+/// Each check is one lookup walking back from the message; written as a scalar subquery, it
+/// stays that lookup (an `EXISTS` may become a join that reads the whole session index).
 pub(super) const RECEIVE: &str = concat!(
-    "WITH picked AS (
+    "WITH RECURSIVE behind(session_id, id) AS (
+        (SELECT b.session_id, b.id FROM cqrs_messages b WHERE b.queue = $1 AND b.behind
+         ORDER BY b.session_id, b.id LIMIT 1)
+        UNION ALL
+        SELECT n.session_id, n.id FROM behind w, LATERAL (
+            SELECT b.session_id, b.id FROM cqrs_messages b WHERE b.queue = $1 AND b.behind AND b.session_id > w.session_id
+            ORDER BY b.session_id, b.id LIMIT 1) n
+    ), heads AS (
+        SELECT c.id FROM behind w JOIN cqrs_messages c ON c.id = w.id
+        WHERE c.visible_at <= $2 AND (c.locked_until IS NULL OR c.locked_until <= $2)
+          AND (SELECT s.id FROM cqrs_messages s WHERE s.queue = $1 AND s.session_id = w.session_id AND s.id < w.id
+               ORDER BY s.id DESC LIMIT 1) IS NULL
+        ORDER BY c.visible_at, c.id LIMIT $4
+        FOR UPDATE OF c SKIP LOCKED
+    ), walk AS (
         SELECT c.id FROM cqrs_messages c
-        WHERE c.queue = $1 AND c.visible_at <= $2 AND (c.locked_until IS NULL OR c.locked_until <= $2)
+        WHERE c.queue = $1 AND NOT c.behind AND c.visible_at <= $2
+          AND (c.locked_until IS NULL OR c.locked_until <= $2)
           AND (c.session_id IS NULL OR (
                 SELECT s.id FROM cqrs_messages s WHERE s.queue = $1 AND s.session_id = c.session_id AND s.id < c.id
                 ORDER BY s.id DESC LIMIT 1) IS NULL)
         ORDER BY c.visible_at, c.id LIMIT $4
         FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM heads UNION ALL SELECT id FROM walk LIMIT $4
     )
     UPDATE cqrs_messages m SET locked_until = $3, visible_at = $3, delivery_count = m.delivery_count + 1
     FROM picked WHERE m.id = picked.id
