@@ -663,32 +663,48 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     assert_eq!(pages().await, filled, "the emptied pages were kept");
 }
 
+/// A store of two connections, one of them its listener's, so that the statements all run on
+/// the other and their table statistics can be flushed before they are read; its queue's
+/// statements are planned with one message in queue `q`.
+async fn planned_queue(test: &str) -> Option<PgStore> {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let store = support::postgres_with(test, |options| options.vacuum_every(None).max_connections(2)).await?;
+    let first = Envelope::command(Remind::new("first")).with_session_id("s");
+    store.enqueue("q", vec![first]).await.unwrap();
+    let first = store.receive("q", 10).await.unwrap();
+    assert!(store.complete_and_next(&first, 10).await.unwrap().is_empty());
+    Some(store)
+}
+
+/// The rows of `cqrs_messages` read so far by sequential scans, and fetched by index scans.
+async fn rows_read(store: &PgStore) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "SELECT seq_tup_read, COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables \
+         WHERE schemaname = $1 AND relname = 'cqrs_messages'",
+    )
+    .bind(store.schema())
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
 /// A receive reads about as many messages as it takes, not the queue's whole backlog nor the
 /// messages other consumers hold; and statements planned while the queue held one message still look messages up by index once it
-/// holds thousands, never reading the whole table. Counted with PostgreSQL's table statistics,
-/// on a store of two connections, one of them its listener's: the statements all run on the
-/// other, whose counts can then be flushed before they are read.
+/// holds thousands, never reading the whole table. Counted with PostgreSQL's table statistics.
 #[tokio::test]
 async fn a_receive_reads_what_it_takes_not_the_backlog() {
     use cqrs_core::testing::sample::Remind;
     use cqrs_core::{Envelope, MessageQueue};
     let _shared = CLUSTER.read().await;
-    let Some(store) = support::postgres_with("receive_reads", |options| {
-        options.vacuum_every(None).max_connections(2)
-    })
-    .await
-    else {
+    let Some(store) = planned_queue("receive_reads").await else {
         return;
     };
-    let schema = store.schema().to_owned();
     let remind = |note: String| Envelope::command(Remind::new(note));
-    // Every statement of the queue is planned now, with one message in it.
-    store
-        .enqueue("q", vec![remind("first".into()).with_session_id("s")])
-        .await
-        .unwrap();
-    let first = store.receive("q", 10).await.unwrap();
-    assert!(store.complete_and_next(&first, 10).await.unwrap().is_empty());
 
     // 2,000 sessions with a free head each, and 500 messages due in an hour.
     let heads = (0..2_000)
@@ -702,23 +718,7 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
     // Another consumer holds the oldest 1,500.
     let held = store.receive("q", 1_500).await.unwrap();
     assert_eq!(held.len(), 1_500);
-    let reads = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        let (sequential, by_index): (i64, i64) = sqlx::query_as(
-            "SELECT seq_tup_read, COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables \
-             WHERE schemaname = $1 AND relname = 'cqrs_messages'",
-        )
-        .bind(&schema)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        (sequential, by_index)
-    };
-
-    let before = reads().await;
+    let before = rows_read(&store).await;
     let taken = store.receive("q", 2).await.unwrap();
     let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
     assert_eq!(
@@ -735,7 +735,7 @@ async fn a_receive_reads_what_it_takes_not_the_backlog() {
                 .is_empty()
         );
     }
-    let after = reads().await;
+    let after = rows_read(&store).await;
     assert_eq!(after.0, before.0, "no statement read the table through");
     assert!(
         after.1 - before.1 < 100,
@@ -754,23 +754,11 @@ async fn a_receive_reads_no_message_behind_a_held_one() {
     use cqrs_core::testing::sample::Remind;
     use cqrs_core::{Envelope, MessageQueue};
     let _shared = CLUSTER.read().await;
-    let Some(store) = support::postgres_with("receive_behind", |options| {
-        options.vacuum_every(None).max_connections(2)
-    })
-    .await
-    else {
+    let Some(store) = planned_queue("receive_behind").await else {
         return;
     };
-    let schema = store.schema().to_owned();
     let remind = |note: String| Envelope::command(Remind::new(note));
     let note = |d: &cqrs_core::Delivery| d.envelope.message.decode::<Remind>().unwrap().note.clone();
-    // Planned with one message in the queue, as in the test above.
-    store
-        .enqueue("q", vec![remind("first".into()).with_session_id("s")])
-        .await
-        .unwrap();
-    let first = store.receive("q", 10).await.unwrap();
-    assert!(store.complete_and_next(&first, 10).await.unwrap().is_empty());
 
     // Half enqueued together, half one by one: both ways mark the followers.
     let busy = |n: usize| remind(format!("busy-{n}")).with_session_id("busy");
@@ -793,24 +781,9 @@ async fn a_receive_reads_no_message_behind_a_held_one() {
         "every message of the busy session but its first is behind"
     );
 
-    let fetched = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        let by_index: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(idx_tup_fetch, 0) FROM pg_stat_user_tables \
-             WHERE schemaname = $1 AND relname = 'cqrs_messages'",
-        )
-        .bind(&schema)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        by_index
-    };
-    let before = fetched().await;
+    let (_, before) = rows_read(&store).await;
     let taken = store.receive("q", 2).await.unwrap();
-    let after = fetched().await;
+    let (_, after) = rows_read(&store).await;
     assert_eq!(
         taken.iter().map(note).collect::<Vec<_>>(),
         ["head-0", "head-1"],
