@@ -461,3 +461,31 @@ async fn on_postgres_reads_made_together_each_get_their_own_documents() {
         assert_eq!(found.unwrap(), expected, "{index:?} = {value}");
     }
 }
+
+/// On PostgreSQL each page of the documents keeps half its room for the next versions of its
+/// rows, so that a document written again with the same index values is rewritten in place (a
+/// heap-only update, no index entry written); a second process's connect finds it set.
+#[tokio::test]
+async fn on_postgres_the_documents_keep_room_to_be_rewritten_in_place() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let documents = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let again = Documents::connect_postgres(&url, &schema).await.unwrap();
+    documents.put("m", "k", row("v1", "x")).await.unwrap();
+    again.put("m", "k", row("v2", "x")).await.unwrap();
+    assert_eq!(
+        documents.get::<String>("m", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(c.reloptions) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'rm_documents'",
+    )
+    .bind(&schema)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(options, ["fillfactor=50"]);
+}

