@@ -95,6 +95,24 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command runs workers (the queues' consumers, the publisher, the relay, the
+    /// projections) or a rebuild's projection, which wait for what other processes append and
+    /// enqueue.
+    fn runs_workers(&self) -> bool {
+        matches!(self, Self::Serve | Self::Worker | Self::Rebuild { .. })
+    }
+
+    /// Whether the command serves until stopped (rather than doing one thing and exiting):
+    /// its long polls and cached reads wait for the read models' commits of other processes.
+    fn serves(&self) -> bool {
+        match self {
+            Self::Serve | Self::Web | Self::Worker | Self::Rebuild { .. } => true,
+            Self::Migrate | Self::Load { .. } | Self::Audit { .. } | Self::DeadLetters { .. } => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DeadLetterAction {
     /// Lists dead letters, oldest first.
@@ -128,12 +146,29 @@ async fn main() -> anyhow::Result<()> {
     let clock = SystemClock::shared();
     match &cli.database_url {
         Some(url) => {
-            let store = PgStore::connect_with(PgOptions::new(url.clone()).clock(clock.clone()))
+            // PostgreSQL wakes a backend of every listening connection at each commit that
+            // notifies, so a process listens only where something of it waits: the store's
+            // notifications wake publishers and consumers, which only workers run; the read
+            // models' wake long polls and keep the cache of documents read. A one-shot command
+            // listens to neither, and leaves the vacuum to the servers.
+            let command = cli.command.as_ref().unwrap_or(&Command::Serve);
+            let options = PgOptions::new(url.clone())
+                .clock(clock.clone())
+                .listen(command.runs_workers());
+            let options = if command.serves() {
+                options
+            } else {
+                options.vacuum_every(None)
+            };
+            let store = PgStore::connect_with(options)
                 .await
                 .context("connecting to PostgreSQL")?;
-            let documents = Documents::connect_postgres(url, store.schema())
-                .await
-                .context("opening the read models")?;
+            let documents = if command.serves() {
+                Documents::connect_postgres(url, store.schema()).await
+            } else {
+                Documents::connect_postgres_unlistening(url, store.schema()).await
+            }
+            .context("opening the read models")?;
             run(&cli, store, documents).await
         }
         None => {

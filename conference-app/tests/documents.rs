@@ -360,6 +360,18 @@ async fn on_sqlite_another_process_s_commit_is_read_at_once() {
     );
 }
 
+/// Sets document `m/k` to `"unseen"` behind every process's back: no commit of `Documents`,
+/// so no announcement.
+async fn write_unannounced(url: &str, schema: &str) {
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{schema}\".rm_documents SET doc = '\"unseen\"' WHERE model = 'm' AND key = 'k'"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn on_postgres_a_document_read_stays_cached_until_a_commit_anywhere_writes_it() {
     let Some((url, schema)) = postgres().await else {
@@ -381,13 +393,7 @@ async fn on_postgres_a_document_read_stays_cached_until_a_commit_anywhere_writes
         "the announcement dropped the absent document read before"
     );
     // Written behind every process's back (no announcement): the web still shows what it read.
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE \"{schema}\".rm_documents SET doc = '\"unseen\"' WHERE model = 'm' AND key = 'k'"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    write_unannounced(&url, &schema).await;
     assert_eq!(web.get::<String>("m", "k").await.unwrap().as_deref(), Some("v1"));
     // A commit naming too many documents for its announcement drops every cached one.
     let unit = worker.unit_of_work();
@@ -408,6 +414,33 @@ async fn on_postgres_a_document_read_stays_cached_until_a_commit_anywhere_writes
         web.get::<String>("m", "k").await.unwrap().as_deref(),
         Some("unseen"),
         "read again after an announcement that named no documents"
+    );
+}
+
+/// Documents that do not listen hear of no other process's commit, so they keep nothing
+/// cached: each read is the database's answer of the moment.
+#[tokio::test]
+async fn on_postgres_documents_that_do_not_listen_read_the_database_every_time() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let tool = Documents::connect_postgres_unlistening(&url, &schema)
+        .await
+        .unwrap();
+    worker.put("m", "k", row("v1", "x")).await.unwrap();
+    assert_eq!(tool.get::<String>("m", "k").await.unwrap().as_deref(), Some("v1"));
+    // Written behind every process's back: no announcement, yet the next read sees it.
+    write_unannounced(&url, &schema).await;
+    assert_eq!(
+        tool.get::<String>("m", "k").await.unwrap().as_deref(),
+        Some("unseen")
+    );
+    // Its own commits it still reads back, and finds by index.
+    tool.put("m", "k2", row("v2", "y")).await.unwrap();
+    assert_eq!(
+        tool.get::<String>("m", "k2").await.unwrap().as_deref(),
+        Some("v2")
     );
 }
 

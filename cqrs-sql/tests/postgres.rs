@@ -663,6 +663,51 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     assert_eq!(pages().await, filled, "the emptied pages were kept");
 }
 
+/// A store told not to listen holds no `LISTEN` connection, so no notifying commit of the
+/// database wakes a backend for it; it still reads what another store enqueues.
+#[tokio::test]
+async fn a_store_that_does_not_listen_holds_no_listening_connection() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let _shared = CLUSTER.read().await;
+    let Some(url) = support::postgres_url() else {
+        return;
+    };
+    let schema = support::fresh_schema("quiet");
+    // Each store's connections carry a name of their own, to be told apart in `pg_stat_activity`.
+    let named = |name: &str| {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        cqrs_sql::PgOptions::new(format!("{url}{separator}application_name={name}")).schema(schema.clone())
+    };
+    let loud_name = format!("loud_{}", Uuid::now_v7().simple());
+    let quiet_name = format!("quiet_{}", Uuid::now_v7().simple());
+    let loud = PgStore::connect_with(named(&loud_name)).await.unwrap();
+    let quiet = PgStore::connect_with(named(&quiet_name).listen(false))
+        .await
+        .unwrap();
+    let listening = |name: String| {
+        let pool = loud.pool().clone();
+        async move {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+            )
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            count
+        }
+    };
+    assert_eq!(listening(loud_name).await, 1, "a store listens by default");
+    assert_eq!(listening(quiet_name).await, 0);
+
+    loud.enqueue("q", vec![Envelope::command(Remind::new("r"))])
+        .await
+        .unwrap();
+    let taken = quiet.receive("q", 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "the quiet store reads what the other enqueued");
+}
+
 /// A store of two connections, one of them its listener's, so that the statements all run on
 /// the other and their table statistics can be flushed before they are read; its queue's
 /// statements are planned with one message in queue `q`.

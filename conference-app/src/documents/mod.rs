@@ -265,7 +265,7 @@ impl Documents {
     /// When the file cannot be opened or the tables created.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
         let db = SqliteDocuments::open(path, &SCHEMA)?;
-        Self::create(Db::Sqlite(Arc::new(db))).await
+        Self::create(Db::Sqlite(Arc::new(db)), Changes::default()).await
     }
 
     /// The documents in the PostgreSQL database at `url`, in `schema`.
@@ -274,21 +274,32 @@ impl Documents {
     /// When the database cannot be reached or the tables created.
     pub async fn connect_postgres(url: &str, schema: &str) -> Result<Self> {
         let db = Arc::new(PostgresDocuments::connect(url, schema).await?);
-        let documents = Self::create(Db::Postgres(Arc::clone(&db))).await?;
+        // Every process's commit is announced to every other, so documents read can be kept
+        // until an announcement names them.
+        let documents = Self::create(Db::Postgres(Arc::clone(&db)), Changes::caching()).await?;
         // Commits of the projections of other processes wake this process's long polls.
         db.listen(Arc::clone(&documents.changes)).await?;
         Ok(documents)
     }
 
-    /// The documents of `db`, whose tables exist.
-    async fn create(db: Db) -> Result<Self> {
-        // Only PostgreSQL announces every process's commits to every other; another process's
-        // commit to a SQLite file (the load tool, a rebuild) is not, and SQLite's reads run in
-        // the process anyway.
-        let changes = match db {
-            Db::Postgres(_) => Changes::caching(),
-            Db::Sqlite(_) => Changes::default(),
-        };
+    /// The documents in the PostgreSQL database at `url`, in `schema`, for a process that
+    /// does not listen to the other processes' commits: every read goes to the database, and
+    /// a [`watch`](Self::watch) wakes only on this process's own commits. For one-shot
+    /// commands and the load generator, whose listening connection's backend would otherwise
+    /// be woken by every commit of every projection.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or the tables created.
+    pub async fn connect_postgres_unlistening(url: &str, schema: &str) -> Result<Self> {
+        let db = Arc::new(PostgresDocuments::connect(url, schema).await?);
+        Self::create(Db::Postgres(db), Changes::default()).await
+    }
+
+    /// The documents of `db`, whose tables exist, with what this process knows of commits.
+    /// Documents read are cached only where every commit is heard of (`Changes::caching`): on
+    /// PostgreSQL, when listening; never on SQLite, where another process's commit to the
+    /// file (the load tool, a rebuild) is not announced, and reads run in the process anyway.
+    async fn create(db: Db, changes: Changes) -> Result<Self> {
         let documents = Self {
             db,
             changes: Arc::new(changes),

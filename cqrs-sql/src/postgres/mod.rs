@@ -68,6 +68,7 @@ pub struct PgOptions {
     group_commit: bool,
     lease: Duration,
     vacuum_every: Option<Duration>,
+    listen: bool,
     clock: SharedClock,
 }
 
@@ -84,6 +85,7 @@ impl PgOptions {
             group_commit: true,
             lease: Duration::from_secs(60),
             vacuum_every: Some(VACUUM_EVERY),
+            listen: true,
             clock: SystemClock::shared(),
         }
     }
@@ -125,6 +127,20 @@ impl PgOptions {
     #[must_use]
     pub fn vacuum_every(mut self, every: Option<Duration>) -> Self {
         self.vacuum_every = every;
+        self
+    }
+
+    /// Whether the store listens for the appends and enqueues of other processes (default
+    /// on), to wake this process's publishers ([`cqrs_core::EventOutbox::appended`]) and
+    /// queue consumers at once; off, they find what others wrote when they poll.
+    ///
+    /// Every commit that notifies wakes every listening connection's backend in the database,
+    /// which reads the notification queue in a transaction of its own: under load, more
+    /// transactions than all the statements run. A process that runs neither (a web front
+    /// end, a one-shot command, a load generator) is better off not listening.
+    #[must_use]
+    pub fn listen(mut self, on: bool) -> Self {
+        self.listen = on;
         self
     }
 
@@ -172,7 +188,8 @@ struct Inner {
     /// Vacuums the churned tables, if asked.
     vacuum: Option<tokio::task::JoinHandle<()>>,
     appended: Arc<Notify>,
-    listener: tokio::task::JoinHandle<()>,
+    /// Wakes `appended` and `wakers` on other processes' notifications, if listening.
+    listener: Option<tokio::task::JoinHandle<()>>,
     schema: String,
 }
 
@@ -180,7 +197,9 @@ impl Inner {
     /// Stops the store's background tasks that hold no handle of their own (the coalescers,
     /// group commit's included, and the lease holder stop when dropped).
     fn stop_tasks(&self) {
-        self.listener.abort();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
         self.notifier_task.abort();
         if let Some(vacuum) = &self.vacuum {
             vacuum.abort();
@@ -309,7 +328,11 @@ impl PgStore {
             .map_err(db)?;
         let appended = Arc::new(Notify::new());
         let wakers = Arc::new(Wakers::default());
-        let listener = listen(&pool, &schema, Arc::clone(&appended), Arc::clone(&wakers)).await?;
+        let listener = if options.listen {
+            Some(listen(&pool, &schema, Arc::clone(&appended), Arc::clone(&wakers)).await?)
+        } else {
+            None
+        };
         let notifier = Arc::new(Notifier::new(schema.clone()));
         let notifier_task = tokio::spawn(Arc::clone(&notifier).run(pool.clone()));
         let appender = PgAppender {
