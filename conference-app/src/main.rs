@@ -96,16 +96,16 @@ enum Command {
 }
 
 impl Command {
-    /// Whether the command runs workers (the queues' consumers, the publisher, the relay, the
-    /// projections) or a rebuild's projection, which wait for what other processes append and
-    /// enqueue.
+    /// Whether the command runs workers: the queues' consumers and the publisher, the only
+    /// waiters the store's notifications of other processes' enqueues and appends wake.
     fn runs_workers(&self) -> bool {
-        matches!(self, Self::Serve | Self::Worker | Self::Rebuild { .. })
+        matches!(self, Self::Serve | Self::Worker)
     }
 
-    /// Whether the command serves until stopped (rather than doing one thing and exiting):
-    /// its long polls and cached reads wait for the read models' commits of other processes.
-    fn serves(&self) -> bool {
+    /// Whether the command runs until stopped, or for long (a rebuild), reading read models
+    /// that other processes write: it listens for their commits (its long polls wake, and
+    /// what it read stays cached until a commit names it) and vacuums the store's tables.
+    fn long_running(&self) -> bool {
         match self {
             Self::Serve | Self::Web | Self::Worker | Self::Rebuild { .. } => true,
             Self::Migrate | Self::Load { .. } | Self::Audit { .. } | Self::DeadLetters { .. } => false,
@@ -148,14 +148,15 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => {
             // PostgreSQL wakes a backend of every listening connection at each commit that
             // notifies, so a process listens only where something of it waits: the store's
-            // notifications wake publishers and consumers, which only workers run; the read
+            // notifications wake the publisher and consumers, which only workers run; the read
             // models' wake long polls and keep the cache of documents read. A one-shot command
             // listens to neither, and leaves the vacuum to the servers.
             let command = cli.command.as_ref().unwrap_or(&Command::Serve);
+            let long_running = command.long_running();
             let options = PgOptions::new(url.clone())
                 .clock(clock.clone())
                 .listen(command.runs_workers());
-            let options = if command.serves() {
+            let options = if long_running {
                 options
             } else {
                 options.vacuum_every(None)
@@ -163,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
             let store = PgStore::connect_with(options)
                 .await
                 .context("connecting to PostgreSQL")?;
-            let documents = if command.serves() {
+            let documents = if long_running {
                 Documents::connect_postgres(url, store.schema()).await
             } else {
                 Documents::connect_postgres_unlistening(url, store.schema()).await
