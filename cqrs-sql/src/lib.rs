@@ -5,7 +5,7 @@
 //! | feature | type | what it is |
 //! |---|---|---|
 //! | `sqlite` (default) | `SqliteStore`, `SqliteReaders` | the embedded default: one file, WAL, one writer connection on a thread of its own (`BEGIN IMMEDIATE`, group commit), readers used on the calling thread; `SqliteReaders` offers the same readers for an application's own SQLite files |
-//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; what a process's tasks ask at once (loads, saves, completions, enqueues) served in one statement; LISTEN/NOTIFY wake-ups |
+//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; what a process's tasks ask at once (loads, saves, completions, enqueues) served in one statement; the busiest statements on connections kept between them (`KeptConnections`, `pg_pool_options`: no round trip to check a connection in use); LISTEN/NOTIFY wake-ups |
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:
 //! `EventReader`, `EventAppender` and `EventOutbox` (the outbox rows are written by the append
@@ -62,7 +62,9 @@ mod sqlite;
 
 pub use crate::error::db as sqlx_error;
 #[cfg(feature = "postgres")]
-pub use crate::postgres::{BatchStats, PgOptions, PgStore};
+pub use crate::postgres::{
+    BatchStats, KeptConnection, KeptConnections, OnKept, PgOptions, PgStore, pg_pool_options,
+};
 #[cfg(feature = "sqlite")]
 pub use crate::sqlite::{SqliteOptions, SqliteReaders, SqliteStore, sqlite_error};
 /// The `rusqlite` that [`SqliteReaders`] hands its connections out as (it shares sqlx's SQLite).

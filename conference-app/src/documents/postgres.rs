@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{Coalescer, Result};
-use cqrs_sql::sqlx_error as db_error;
+use cqrs_sql::{KeptConnections, OnKept, sqlx_error as db_error};
 use sqlx::Row as _;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgRow};
 
 use super::changes::{Announcement, Changes};
 use super::{
@@ -59,6 +59,9 @@ const MAX_READS: usize = 1_024;
 /// One statement of each kind of read at a time, as the store's (see `cqrs-sql`'s
 /// `postgres/batched.rs`): while it runs, the next batch fills.
 const READS_IN_FLIGHT: usize = 1;
+/// The most connections kept between statements (see [`KeptConnections`]), of the 7 the
+/// listener leaves of the pool's 8.
+const KEPT_CONNECTIONS: usize = 5;
 
 /// The channel on which commits are announced to every process (payload: an
 /// [`Announcement`]).
@@ -75,6 +78,8 @@ type Read = (String, String);
 #[derive(Debug)]
 pub(super) struct PostgresDocuments {
     pool: PgPool,
+    /// Connections of `pool` kept between the reads, the commits and the checkpoint reads.
+    kept: KeptConnections,
     schema: Arc<str>,
     gets: Coalescer<Read, Option<Row>>,
     finds: [Coalescer<Read, Vec<(String, Row)>>; 2],
@@ -84,7 +89,7 @@ impl PostgresDocuments {
     /// Connects to the database at `url`, in `schema`, and creates the tables if missing.
     pub(super) async fn connect(url: &str, schema: &str) -> Result<Self> {
         let search_path = format!("SET search_path TO \"{}\"", schema.replace('"', ""));
-        let pool = PgPoolOptions::new()
+        let pool = cqrs_sql::pg_pool_options()
             .max_connections(8)
             .after_connect(move |conn, _| {
                 let search_path = search_path.clone();
@@ -109,18 +114,22 @@ impl PostgresDocuments {
             .execute(&pool)
             .await
             .map_err(db_error)?;
+        // The coalesced reads (one statement of each kind at a time), the commits and the
+        // checkpoint reads of a projection runner or two: a connection for each.
+        let kept = KeptConnections::new(pool.clone(), KEPT_CONNECTIONS);
         let gets = Coalescer::start("document reader", MAX_READS, READS_IN_FLIGHT, {
-            let pool = pool.clone();
-            move |reads| get_many(pool.clone(), reads)
+            let kept = kept.clone();
+            move |reads| get_many(kept.clone(), reads)
         });
         let finds = [FIND_IX1_MANY, FIND_IX2_MANY].map(|sql| {
-            let pool = pool.clone();
+            let kept = kept.clone();
             Coalescer::start("document finder", MAX_READS, READS_IN_FLIGHT, move |reads| {
-                find_many(pool.clone(), sql, reads)
+                find_many(kept.clone(), sql, reads)
             })
         });
         Ok(Self {
             pool,
+            kept,
             schema: schema.into(),
             gets,
             finds,
@@ -223,7 +232,10 @@ impl PostgresDocuments {
     /// them to the other processes. A checkpoint moved by another runner first is a conflict,
     /// and nothing is written.
     pub(super) async fn commit(&self, writes: &Writes, checkpoint: Option<&Checkpoint<'_>>) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut connection = self.kept.acquire().await.map_err(db_error)?;
+        let mut tx = sqlx::Connection::begin(&mut *connection)
+            .await
+            .map_err(db_error)?;
         write_rows(&mut tx, writes).await?;
         if let Some(checkpoint) = checkpoint {
             let (position, read) = checkpoint.stored()?;
@@ -254,7 +266,9 @@ impl PostgresDocuments {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        connection.keep();
+        Ok(())
     }
 
     /// Announces that projection `checkpoint` applied the log up to `position` without writing.
@@ -266,7 +280,7 @@ impl PostgresDocuments {
                 Some((checkpoint, position)),
                 [],
             ))
-            .execute(&self.pool)
+            .execute_on(&self.kept)
             .await
             .map_err(db_error)?;
         Ok(())
@@ -274,11 +288,14 @@ impl PostgresDocuments {
 
     /// The stored position of checkpoint `name`.
     pub(super) async fn checkpoint(&self, name: &str) -> Result<Option<i64>> {
-        sqlx::query_scalar(LOAD_CHECKPOINT)
+        let mut connection = self.kept.acquire().await.map_err(db_error)?;
+        let position = sqlx::query_scalar(LOAD_CHECKPOINT)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *connection)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        connection.keep();
+        Ok(position)
     }
 }
 
@@ -338,12 +355,12 @@ fn request(row: &PgRow, count: usize) -> Result<usize> {
         .ok_or_else(|| cqrs_core::Error::permanent(format!("a document read answered request {idx}")))
 }
 
-async fn get_many(pool: PgPool, reads: Vec<Read>) -> Result<Vec<Option<Row>>> {
+async fn get_many(kept: KeptConnections, reads: Vec<Read>) -> Result<Vec<Option<Row>>> {
     let (models, keys) = columns(&reads);
     let rows = sqlx::query(GET_MANY)
         .bind(models)
         .bind(keys)
-        .fetch_all(&pool)
+        .fetch_all_on(&kept)
         .await
         .map_err(db_error)?;
     let mut found = vec![None; reads.len()];
@@ -353,12 +370,16 @@ async fn get_many(pool: PgPool, reads: Vec<Read>) -> Result<Vec<Option<Row>>> {
     Ok(found)
 }
 
-async fn find_many(pool: PgPool, sql: &'static str, reads: Vec<Read>) -> Result<Vec<Vec<(String, Row)>>> {
+async fn find_many(
+    kept: KeptConnections,
+    sql: &'static str,
+    reads: Vec<Read>,
+) -> Result<Vec<Vec<(String, Row)>>> {
     let (models, values) = columns(&reads);
     let rows = sqlx::query(sql)
         .bind(models)
         .bind(values)
-        .fetch_all(&pool)
+        .fetch_all_on(&kept)
         .await
         .map_err(db_error)?;
     let mut found = vec![Vec::new(); reads.len()];

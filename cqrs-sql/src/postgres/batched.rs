@@ -26,9 +26,10 @@ use cqrs_core::{
     Coalescer, Delivery, LoadedProcess, ProcessRecord, Result, SharedClock, StoredCommand, StoredEvent,
     StreamId, saturating_add,
 };
-use sqlx::{PgPool, Row};
+use sqlx::Row;
 
 use super::events::event;
+use super::kept::{KeptConnections, OnKept};
 use super::processes::loaded;
 use super::sql;
 use super::transport::{Enqueue, delivery, insert_messages};
@@ -97,7 +98,12 @@ impl Batched {
     /// Starts the tasks on the current tokio runtime: loads and finds on `reads`, saves,
     /// completions, enqueues and removals on `pool`; completions lock the next messages for
     /// `lease` from `clock`'s now.
-    pub(super) fn start(pool: PgPool, reads: PgPool, clock: SharedClock, lease: Duration) -> Self {
+    pub(super) fn start(
+        pool: KeptConnections,
+        reads: KeptConnections,
+        clock: SharedClock,
+        lease: Duration,
+    ) -> Self {
         Self {
             saves: Coalescer::start("process saver", MAX_BATCH, IN_FLIGHT, {
                 let pool = pool.clone();
@@ -115,7 +121,9 @@ impl Batched {
                 let pool = pool.clone();
                 async move {
                     let count = batch.len();
-                    insert_messages(&pool, batch).await?;
+                    let mut connection = pool.acquire().await.map_err(db)?;
+                    insert_messages(&mut *connection, batch).await?;
+                    connection.keep();
                     Ok(vec![(); count])
                 }
             }),
@@ -130,7 +138,7 @@ impl Batched {
     }
 }
 
-async fn remove(pool: PgPool, batch: Vec<Removal>) -> Result<Vec<()>> {
+async fn remove(pool: KeptConnections, batch: Vec<Removal>) -> Result<Vec<()>> {
     let (mut types, mut ids, mut messages) = (Vec::new(), Vec::new(), Vec::new());
     for removal in &batch {
         for message_id in &removal.message_ids {
@@ -143,13 +151,13 @@ async fn remove(pool: PgPool, batch: Vec<Removal>) -> Result<Vec<()>> {
         .bind(&types)
         .bind(&ids)
         .bind(&messages)
-        .execute(&pool)
+        .execute_on(&pool)
         .await
         .map_err(db)?;
     Ok(vec![(); batch.len()])
 }
 
-async fn load(pool: PgPool, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
+async fn load(pool: KeptConnections, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
     let (streams, versions): (Vec<&str>, Vec<i64>) = batch
         .iter()
         .map(|(stream, from)| (stream.as_str(), *from))
@@ -157,7 +165,7 @@ async fn load(pool: PgPool, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
     let rows = sqlx::query(sql::LOAD_STREAMS)
         .bind(&streams)
         .bind(&versions)
-        .fetch_all(&pool)
+        .fetch_all_on(&pool)
         .await
         .map_err(db)?;
     let mut loaded = vec![Vec::new(); batch.len()];
@@ -168,7 +176,7 @@ async fn load(pool: PgPool, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
     Ok(loaded)
 }
 
-async fn find(pool: PgPool, batch: Vec<FindByKey>) -> Result<Vec<Option<LoadedProcess>>> {
+async fn find(pool: KeptConnections, batch: Vec<FindByKey>) -> Result<Vec<Option<LoadedProcess>>> {
     let mut columns = (Vec::new(), Vec::new(), Vec::new());
     for f in &batch {
         columns.0.push(f.process_type.as_str());
@@ -179,7 +187,7 @@ async fn find(pool: PgPool, batch: Vec<FindByKey>) -> Result<Vec<Option<LoadedPr
         .bind(&columns.0)
         .bind(&columns.1)
         .bind(&columns.2)
-        .fetch_all(&pool)
+        .fetch_all_on(&pool)
         .await
         .map_err(db)?;
     let mut found: Vec<Option<LoadedProcess>> = batch.iter().map(|_| None).collect();
@@ -200,7 +208,7 @@ fn request(idx: i64, count: usize, what: &str) -> Result<usize> {
 }
 
 async fn settle(
-    pool: PgPool,
+    pool: KeptConnections,
     clock: SharedClock,
     lease: Duration,
     batch: Vec<Settle>,
@@ -225,7 +233,7 @@ async fn settle(
         .bind(&owners)
         .bind(now)
         .bind(saturating_add(now, lease))
-        .fetch_all(&pool)
+        .fetch_all_on(&pool)
         .await
         .map_err(db)?;
     let mut next: Vec<Vec<Delivery>> = batch.iter().map(|_| Vec::new()).collect();
@@ -289,7 +297,7 @@ where
 
 /// Saves `batch`: two saves of a process never share a statement, so that one of them
 /// conflicts.
-async fn save(pool: PgPool, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
+async fn save(pool: KeptConnections, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
     let rounds = rounds(
         batch,
         |save| (save.record.process_type.clone(), save.record.id),
@@ -309,7 +317,7 @@ async fn save(pool: PgPool, batch: Vec<Save>) -> Result<Vec<(Option<i64>, Proces
 
 /// One statement of [`sql::SAVE_PROCESSES`] for saves of distinct processes: the version each
 /// wrote, or `None`.
-async fn save_round(pool: &PgPool, round: &[Save]) -> Result<Vec<Option<i64>>> {
+async fn save_round(pool: &KeptConnections, round: &[Save]) -> Result<Vec<Option<i64>>> {
     let mut p = (
         Vec::new(),
         Vec::new(),
@@ -368,7 +376,7 @@ async fn save_round(pool: &PgPool, round: &[Save]) -> Result<Vec<Option<i64>>> {
         .bind(&c.5)
         .bind(&c.6)
         .bind(&c.7)
-        .fetch_all(pool)
+        .fetch_all_on(pool)
         .await
         .map_err(db)?;
     let mut saved = vec![None; round.len()];

@@ -8,10 +8,11 @@ use cqrs_core::{
 use std::sync::Arc;
 
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgRow;
 use tokio::sync::Notify;
 
 use super::group::BatchWriter;
+use super::kept::{KeptConnections, OnKept};
 use super::{PgStore, codec, sql};
 use crate::error::{corrupt, db, is_unique_violation};
 use crate::group::AppendRequest;
@@ -59,7 +60,7 @@ impl EventReader for PgStore {
         let rows = sqlx::query(sql::READ_ALL)
             .bind(after as i64)
             .bind(limit as i64)
-            .fetch_all(self.pool())
+            .fetch_all_on(self.kept())
             .await
             .map_err(db)?;
         events(&rows)
@@ -71,7 +72,7 @@ impl EventReader for PgStore {
 pub(super) struct PgAppender {
     /// Where appends are written: the group committer's own connections, or the store's pool
     /// when group commit is off.
-    pub(super) pool: PgPool,
+    pub(super) pool: KeptConnections,
     pub(super) clock: SharedClock,
     /// Wakes this process's publishers.
     pub(super) appended: Arc<Notify>,
@@ -130,7 +131,7 @@ impl PgAppender {
             .bind(&events.6)
             .bind(&events.7)
             .bind(self.clock.now())
-            .fetch_all(&self.pool)
+            .fetch_all_on(&self.pool)
             .await?;
         if total > 0 {
             self.appended.notify_one();
@@ -167,11 +168,15 @@ impl PgAppender {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<i64> {
-        sqlx::query_scalar(sql::STREAM_VERSION)
+        // On a connection of `pool`: the group committer's own are all kept at times.
+        let mut connection = self.pool.acquire().await.map_err(db)?;
+        let version = sqlx::query_scalar(sql::STREAM_VERSION)
             .bind(stream.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *connection)
             .await
-            .map_err(db)
+            .map_err(db)?;
+        connection.keep();
+        Ok(version)
     }
 }
 
@@ -243,7 +248,7 @@ impl EventOutbox for PgStore {
     async fn unpublished(&self, limit: usize) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(sql::UNPUBLISHED)
             .bind(limit as i64)
-            .fetch_all(self.pool())
+            .fetch_all_on(self.kept())
             .await
             .map_err(db)?;
         events(&rows)
@@ -265,7 +270,7 @@ impl EventOutbox for PgStore {
         sqlx::query(sql::MARK_PUBLISHED)
             .bind(streams)
             .bind(versions)
-            .execute(self.pool())
+            .execute_on(self.kept())
             .await
             .map_err(db)?;
         Ok(())
@@ -280,7 +285,7 @@ impl EventOutbox for PgStore {
         let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
         sqlx::query(sql::REMOVE_PUBLISHED)
             .bind(positions)
-            .execute(self.pool())
+            .execute_on(self.kept())
             .await
             .map_err(db)?;
         Ok(())

@@ -4,6 +4,7 @@ mod batched;
 mod checkpoints;
 mod events;
 mod group;
+mod kept;
 mod leases;
 mod processes;
 mod sql;
@@ -24,6 +25,7 @@ use tokio::sync::Notify;
 use self::batched::Batched;
 use self::events::PgAppender;
 use self::group::GroupCommit;
+pub use self::kept::{KeptConnection, KeptConnections, OnKept};
 use self::leases::LeaseHolder;
 use crate::error::{corrupt, db};
 use crate::migrate::POSTGRES as MIGRATIONS;
@@ -33,6 +35,11 @@ const MAX_BATCH_EVENTS: usize = 5_000;
 /// Group-commit statements written at once: PostgreSQL overlaps (and group-flushes) concurrent
 /// commits, so a few batches in flight keep it busy while the next ones fill.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// The most connections of the store's pool kept between statements: the coalescers', the
+/// notifier's, and a few for the receives and the reads of the log; never more than half of
+/// what the listener leaves of the pool, so that the store's other statements (and the users
+/// of [`PgStore::pool`]) always find one.
+const KEPT_CONNECTIONS: usize = 8;
 
 /// `(statements, requests)` of each operation a [`PgStore`] serves in batches (see
 /// [`PgStore::batch_stats`]).
@@ -53,6 +60,39 @@ pub struct BatchStats {
     /// Removals of sent process commands
     /// ([`ProcessStore::remove_commands`](cqrs_core::ProcessStore::remove_commands)).
     pub command_removals: (u64, u64),
+}
+
+/// How long a pooled connection may have sat idle and still be handed out unchecked.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(10);
+
+/// The settings of the store's connection pools, for a pool of one's own on the same database
+/// (as the conference app's read models keep): a connection is checked before it is handed out
+/// only when it has sat idle for longer than 10 s.
+///
+/// sqlx's default checks every connection it hands out with a round trip to the server (a
+/// `Sync` message, answered by `ReadyForQuery`). Under load a connection goes back and forth
+/// within milliseconds, and that check was one more round trip for every statement and
+/// transaction, a wake-up of the server's backend and of the process. A connection that has
+/// been in use a moment ago is as likely to work as one just checked; one that has sat idle
+/// may have been dropped by the server or the network meanwhile, and is checked. A connection
+/// found broken in use fails its statement, as it would have a moment after the check, and is
+/// discarded when it goes back to the pool.
+///
+/// ```
+/// let options = cqrs_sql::pg_pool_options().max_connections(4);
+/// assert!(!options.get_test_before_acquire());
+/// ```
+pub fn pg_pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > CHECK_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// How often a store vacuums the tables it churns through, by default.
@@ -152,9 +192,11 @@ impl PgOptions {
         self
     }
 
-    /// The pool size. Besides it, the store keeps connections of its own: up to 4 for the
-    /// group committer (when on), 2 for the coalesced reads, and one that holds its
-    /// leases (once one is taken).
+    /// The pool size (default 16), the listening connection included. Up to half of the
+    /// others, and at most 8, are kept between the busiest statements ([`KeptConnections`]).
+    /// Besides the pool, the store keeps connections of its own: up to 4 for the group
+    /// committer (when on), 2 for the coalesced reads, and one that holds its leases (once one
+    /// is taken).
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
@@ -171,6 +213,8 @@ impl PgOptions {
 
 struct Inner {
     pool: PgPool,
+    /// Connections of `pool` kept between the busiest statements.
+    kept: KeptConnections,
     /// Tells other processes that events were appended or messages enqueued.
     notifier_task: tokio::task::JoinHandle<()>,
     notifier: Arc<Notifier>,
@@ -182,7 +226,7 @@ struct Inner {
     /// What many tasks of this process ask at once, served together.
     batched: Batched,
     /// The coalesced reads' connections.
-    reads: PgPool,
+    reads: KeptConnections,
     /// Holds this store's leases, on one connection.
     leases: LeaseHolder,
     /// Vacuums the churned tables, if asked.
@@ -266,7 +310,7 @@ impl PgStore {
             )));
         }
         if options.schema.is_some() {
-            let admin = PgPoolOptions::new()
+            let admin = pg_pool_options()
                 .max_connections(1)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect.clone())
@@ -310,17 +354,20 @@ impl PgStore {
         ]);
         // The group committer writes on connections of its own, one per batch in flight.
         let appends = options.group_commit.then(|| {
-            PgPoolOptions::new()
+            pg_pool_options()
                 .max_connections(BATCHES_IN_FLIGHT as u32)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_lazy_with(connect.clone())
         });
         // The coalesced reads too: one statement for any number of streams or processes.
-        let reads = PgPoolOptions::new()
-            .max_connections(batched::READ_CONNECTIONS)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect.clone());
-        let pool = PgPoolOptions::new()
+        let reads = KeptConnections::new(
+            pg_pool_options()
+                .max_connections(batched::READ_CONNECTIONS)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_lazy_with(connect.clone()),
+            batched::READ_CONNECTIONS as usize,
+        );
+        let pool = pg_pool_options()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
@@ -334,9 +381,17 @@ impl PgStore {
             None
         };
         let notifier = Arc::new(Notifier::new(schema.clone()));
-        let notifier_task = tokio::spawn(Arc::clone(&notifier).run(pool.clone()));
+        // The coalescers' statements (one of each kind at a time), the receives and the
+        // notifications, the outbox's and the log's reads: a connection for each, within
+        // half of what the listener leaves of the pool.
+        let shared = options.max_connections - u32::from(listener.is_some());
+        let kept = KeptConnections::new(pool.clone(), KEPT_CONNECTIONS.min(shared as usize / 2));
+        let notifier_task = tokio::spawn(Arc::clone(&notifier).run(kept.clone()));
         let appender = PgAppender {
-            pool: appends.unwrap_or_else(|| pool.clone()),
+            pool: appends.map_or_else(
+                || kept.clone(),
+                |appends| KeptConnections::new(appends, BATCHES_IN_FLIGHT),
+            ),
             clock: Arc::clone(&options.clock),
             appended: Arc::clone(&appended),
             notifier: Arc::clone(&notifier),
@@ -353,7 +408,7 @@ impl PgStore {
                 appender,
                 group,
                 batched: Batched::start(
-                    pool.clone(),
+                    kept.clone(),
                     reads.clone(),
                     Arc::clone(&options.clock),
                     options.lease,
@@ -364,6 +419,7 @@ impl PgStore {
                     .vacuum_every
                     .map(|every| tokio::spawn(vacuum::run(pool.clone(), every))),
                 pool,
+                kept,
                 appended,
                 listener,
                 schema,
@@ -414,6 +470,11 @@ impl PgStore {
         &self.inner.pool
     }
 
+    /// The connections kept between the busiest statements.
+    fn kept(&self) -> &KeptConnections {
+        &self.inner.kept
+    }
+
     /// The schema the tables live in.
     pub fn schema(&self) -> &str {
         &self.inner.schema
@@ -443,7 +504,7 @@ impl PgStore {
         self.inner.stop_tasks();
         self.inner.appender.pool.close().await;
         self.inner.reads.close().await;
-        self.inner.pool.close().await;
+        self.inner.kept.close().await;
     }
 }
 
@@ -492,7 +553,7 @@ impl Notifier {
         self.trigger.notify_one();
     }
 
-    async fn run(self: Arc<Self>, pool: PgPool) {
+    async fn run(self: Arc<Self>, kept: KeptConnections) {
         loop {
             self.trigger.notified().await;
             let round = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
@@ -503,7 +564,7 @@ impl Notifier {
             if let Err(error) = sqlx::query(sql::NOTIFY_MANY)
                 .bind(channels)
                 .bind(payloads)
-                .execute(&pool)
+                .execute_on(&kept)
                 .await
             {
                 tracing::warn!(%error, "could not notify other processes");

@@ -13,6 +13,7 @@ use cqrs_core::{
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::kept::OnKept;
 use super::{PgStore, batched, codec, sql};
 use crate::error::{corrupt, db};
 
@@ -198,7 +199,7 @@ impl PgStore {
         if let Some(visible_at) = visible_at {
             query = query.bind(visible_at);
         }
-        query.execute(self.pool()).await.map_err(db)?;
+        query.execute_on(self.kept()).await.map_err(db)?;
         self.wake(&delivery.queue);
         Ok(())
     }
@@ -237,7 +238,7 @@ impl MessageQueue for PgStore {
             .bind(now)
             .bind(saturating_add(now, self.inner.lease))
             .bind(max as i64)
-            .fetch_all(self.pool())
+            .fetch_all_on(self.kept())
             .await
             .map_err(db)?;
         deliveries(&rows, queue)
@@ -285,7 +286,7 @@ impl MessageQueue for PgStore {
             .bind(ids)
             .bind(counts)
             .bind(self.clock_now())
-            .execute(self.pool())
+            .execute_on(self.kept())
             .await
             .map_err(db)?;
         self.wake(&last.queue);
@@ -339,7 +340,7 @@ impl Topics for PgStore {
         let columns = Columns::new(envelopes, now)?;
         let queues = columns
             .bind(sqlx::query(sql::PUBLISH).bind(topic).bind(now))
-            .fetch_all(self.pool())
+            .fetch_all_on(self.kept())
             .await
             .map_err(db)?
             .iter()
