@@ -8,7 +8,15 @@ use cqrs_core::Error;
 /// deadlock, too many connections) are transient; the rest is permanent. Unique violations
 /// are turned into conflicts by the callers that know the stream. Exported as
 /// [`sqlx_error`](crate::sqlx_error), for an application's own statements on the same databases.
+///
+/// On PostgreSQL, a lost connection (an I/O error, or the server terminating it) also has
+/// every connection of the process idle since checked before its next use (see
+/// [`pg_pool_options`](crate::pg_pool_options)).
 pub fn db(error: sqlx::Error) -> Error {
+    #[cfg(feature = "postgres")]
+    if is_connection_lost(&error) {
+        crate::postgres::connection_lost();
+    }
     match &error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -55,6 +63,21 @@ fn is_passing(error: &dyn sqlx::error::DatabaseError) -> bool {
 #[cfg(not(feature = "postgres"))]
 fn is_passing(_: &dyn sqlx::error::DatabaseError) -> bool {
     false
+}
+
+/// Whether `error` says the connection is gone: an I/O error, or PostgreSQL's class 08
+/// (connection exception) or 57P (the server terminating the session).
+#[cfg(feature = "postgres")]
+pub(crate) fn is_connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(e) => {
+            e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && e.code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        _ => false,
+    }
 }
 
 /// Whether `error` is a unique-key violation.

@@ -288,14 +288,15 @@ impl PostgresDocuments {
 
     /// The stored position of checkpoint `name`.
     pub(super) async fn checkpoint(&self, name: &str) -> Result<Option<i64>> {
-        let mut connection = self.kept.acquire().await.map_err(db_error)?;
-        let position = sqlx::query_scalar(LOAD_CHECKPOINT)
-            .bind(name)
-            .fetch_optional(&mut *connection)
+        let rows = self
+            .kept
+            .fetch_all_again(|| sqlx::query(LOAD_CHECKPOINT).bind(name))
             .await
             .map_err(db_error)?;
-        connection.keep();
-        Ok(position)
+        rows.first()
+            .map(|row| row.try_get::<i64, _>(0))
+            .transpose()
+            .map_err(db_error)
     }
 }
 
@@ -357,10 +358,8 @@ fn request(row: &PgRow, count: usize) -> Result<usize> {
 
 async fn get_many(kept: KeptConnections, reads: Vec<Read>) -> Result<Vec<Option<Row>>> {
     let (models, keys) = columns(&reads);
-    let rows = sqlx::query(GET_MANY)
-        .bind(models)
-        .bind(keys)
-        .fetch_all_on(&kept)
+    let rows = kept
+        .fetch_all_again(|| sqlx::query(GET_MANY).bind(&models).bind(&keys))
         .await
         .map_err(db_error)?;
     let mut found = vec![None; reads.len()];
@@ -376,10 +375,8 @@ async fn find_many(
     reads: Vec<Read>,
 ) -> Result<Vec<Vec<(String, Row)>>> {
     let (models, values) = columns(&reads);
-    let rows = sqlx::query(sql)
-        .bind(models)
-        .bind(values)
-        .fetch_all_on(&kept)
+    let rows = kept
+        .fetch_all_again(|| sqlx::query(sql).bind(&models).bind(&values))
         .await
         .map_err(db_error)?;
     let mut found = vec![Vec::new(); reads.len()];

@@ -162,10 +162,8 @@ async fn load(pool: KeptConnections, batch: Vec<Load>) -> Result<Vec<Vec<StoredE
         .iter()
         .map(|(stream, from)| (stream.as_str(), *from))
         .unzip();
-    let rows = sqlx::query(sql::LOAD_STREAMS)
-        .bind(&streams)
-        .bind(&versions)
-        .fetch_all_on(&pool)
+    let rows = pool
+        .fetch_all_again(|| sqlx::query(sql::LOAD_STREAMS).bind(&streams).bind(&versions))
         .await
         .map_err(db)?;
     let mut loaded = vec![Vec::new(); batch.len()];
@@ -183,11 +181,13 @@ async fn find(pool: KeptConnections, batch: Vec<FindByKey>) -> Result<Vec<Option
         columns.1.push(f.key.as_str());
         columns.2.push(f.include_completed);
     }
-    let rows = sqlx::query(sql::FIND_PROCESSES_BY_KEY)
-        .bind(&columns.0)
-        .bind(&columns.1)
-        .bind(&columns.2)
-        .fetch_all_on(&pool)
+    let rows = pool
+        .fetch_all_again(|| {
+            sqlx::query(sql::FIND_PROCESSES_BY_KEY)
+                .bind(&columns.0)
+                .bind(&columns.1)
+                .bind(&columns.2)
+        })
         .await
         .map_err(db)?;
     let mut found: Vec<Option<LoadedProcess>> = batch.iter().map(|_| None).collect();

@@ -57,10 +57,9 @@ impl EventReader for PgStore {
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(sql::READ_ALL)
-            .bind(after as i64)
-            .bind(limit as i64)
-            .fetch_all_on(self.kept())
+        let rows = self
+            .kept()
+            .fetch_all_again(|| sqlx::query(sql::READ_ALL).bind(after as i64).bind(limit as i64))
             .await
             .map_err(db)?;
         events(&rows)
@@ -246,9 +245,9 @@ impl EventAppender for PgStore {
 
 impl EventOutbox for PgStore {
     async fn unpublished(&self, limit: usize) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(sql::UNPUBLISHED)
-            .bind(limit as i64)
-            .fetch_all_on(self.kept())
+        let rows = self
+            .kept()
+            .fetch_all_again(|| sqlx::query(sql::UNPUBLISHED).bind(limit as i64))
             .await
             .map_err(db)?;
         events(&rows)

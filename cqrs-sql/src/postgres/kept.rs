@@ -10,7 +10,8 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use super::CHECK_IDLE_AFTER;
+use super::{connection_lost, must_check};
+use crate::error::is_connection_lost;
 
 /// How long a connection is kept before it goes back to the pool.
 const RETURN_AFTER: Duration = Duration::from_secs(60);
@@ -32,7 +33,10 @@ const RETURN_AFTER: Duration = Duration::from_secs(60);
 /// lifetime) still apply. A kept connection that the server dropped less than 10 s after its
 /// last statement fails the next one, as a pooled connection dropped right after its check
 /// would, with an error that [`sqlx_error`](crate::sqlx_error) classifies as transient, and
-/// the connection is not kept.
+/// the connection is not kept. That failure, seen by [`sqlx_error`](crate::sqlx_error) (or by
+/// a check), has every connection of the process idle since checked before its next use, kept
+/// or pooled ([`pg_pool_options`](crate::pg_pool_options)): a server that dropped them all
+/// costs a failed statement or two, not one a connection.
 ///
 /// The connections it keeps stay taken from the pool: give it the statements that run all
 /// the time, and size the pool for them and the rest.
@@ -141,7 +145,8 @@ impl KeptConnections {
                 drop(idle.connection);
                 continue;
             }
-            if idle.idle_since.elapsed() > CHECK_IDLE_AFTER && idle.connection.ping().await.is_err() {
+            if must_check(idle.idle_since.elapsed()) && idle.connection.ping().await.is_err() {
+                connection_lost();
                 idle.connection.close_on_drop();
                 continue;
             }
@@ -150,6 +155,29 @@ impl KeptConnections {
                 connection: Some(idle.connection),
                 kept_since: idle.kept_since,
             });
+        }
+    }
+}
+
+impl KeptConnections {
+    /// Runs the statement `query` builds with [`Query::fetch_all`], and once more, on a
+    /// checked connection, when the first run found its connection lost: for a statement that
+    /// may run twice (a read, or a write whose second run is harmless), so that a server that
+    /// dropped every connection (a restart) fails none of them.
+    ///
+    /// # Errors
+    /// The statement's, or the second run's.
+    pub async fn fetch_all_again<'q>(
+        &self,
+        query: impl Fn() -> Query<'q, Postgres, PgArguments> + Send,
+    ) -> sqlx::Result<Vec<PgRow>> {
+        match query().fetch_all_on(self).await {
+            // The loss is noticed: every connection idle since is checked before its use.
+            Err(error) if is_connection_lost(&error) => {
+                tracing::debug!(%error, "connection lost; running the statement again");
+                query().fetch_all_on(self).await
+            }
+            done => done,
         }
     }
 }
@@ -165,16 +193,24 @@ pub trait OnKept {
 impl OnKept for Query<'_, Postgres, PgArguments> {
     async fn fetch_all_on(self, kept: &KeptConnections) -> sqlx::Result<Vec<PgRow>> {
         let mut connection = kept.acquire().await?;
-        let rows = self.fetch_all(&mut *connection).await?;
+        let rows = self.fetch_all(&mut *connection).await.inspect_err(noticed)?;
         connection.keep();
         Ok(rows)
     }
 
     async fn execute_on(self, kept: &KeptConnections) -> sqlx::Result<PgQueryResult> {
         let mut connection = kept.acquire().await?;
-        let done = self.execute(&mut *connection).await?;
+        let done = self.execute(&mut *connection).await.inspect_err(noticed)?;
         connection.keep();
         Ok(done)
+    }
+}
+
+/// Records a lost connection, for the failures that no caller maps with `sqlx_error` (a
+/// notification that is only logged).
+fn noticed(error: &sqlx::Error) {
+    if is_connection_lost(error) {
+        connection_lost();
     }
 }
 
@@ -232,6 +268,7 @@ mod tests {
     use std::time::Duration;
 
     use sqlx::postgres::PgPoolOptions;
+    use sqlx::{Connection, PgConnection};
 
     use super::{KeptConnections, OnKept};
 
@@ -265,6 +302,24 @@ mod tests {
             .fetch_all_on(kept)
             .await?;
         sqlx::Row::try_get(&rows[0], "pid")
+    }
+
+    /// Held by the tests that terminate backends: a loss found by one has the other's
+    /// connections checked (see `must_check`).
+    static TERMINATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// Terminates the server processes `pids`, from a connection of its own.
+    async fn terminate(pids: &[i32]) {
+        let mut other = PgConnection::connect(&url().unwrap()).await.unwrap();
+        for pid in pids {
+            let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&mut other)
+                .await
+                .unwrap();
+            assert!(terminated);
+        }
+        other.close().await.unwrap();
     }
 
     fn idle(kept: &KeptConnections) -> usize {
@@ -315,15 +370,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_dropped_fails_its_statement_and_is_replaced() {
+        let _alone = TERMINATING.lock().await;
         let Some(kept) = kept(2).await else { return };
         let dropped = backend(&kept).await.unwrap();
-        let other = PgPoolOptions::new().connect(&url().unwrap()).await.unwrap();
-        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-            .bind(dropped)
-            .fetch_one(&other)
-            .await
-            .unwrap();
-        assert!(terminated);
+        terminate(&[dropped]).await;
         // It sat idle less than the check's threshold: handed out as it is, it fails.
         assert!(
             backend(&kept).await.is_err(),
@@ -332,7 +382,46 @@ mod tests {
         assert_eq!(idle(&kept), 0, "the broken connection is not kept");
         let replaced = backend(&kept).await.unwrap();
         assert_ne!(replaced, dropped);
-        other.close().await;
+        kept.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_has_the_others_checked_before_their_next_statement() {
+        let _alone = TERMINATING.lock().await;
+        let Some(kept) = kept(2).await else { return };
+        let (mut a, mut b) = (kept.acquire().await.unwrap(), kept.acquire().await.unwrap());
+        async fn pid(connection: &mut PgConnection) -> i32 {
+            sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(connection)
+                .await
+                .unwrap()
+        }
+        let pids = [pid(&mut a).await, pid(&mut b).await];
+        a.keep();
+        b.keep();
+        terminate(&pids).await;
+        assert!(
+            backend(&kept).await.is_err(),
+            "the first finds its connection gone"
+        );
+        // The other kept one sat idle since: checked, found gone, replaced.
+        let replaced = backend(&kept).await.unwrap();
+        assert!(!pids.contains(&replaced));
+        kept.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_statement_that_may_run_twice_runs_again_when_its_connection_was_lost() {
+        let _alone = TERMINATING.lock().await;
+        let Some(kept) = kept(2).await else { return };
+        let dropped = backend(&kept).await.unwrap();
+        terminate(&[dropped]).await;
+        let rows = kept
+            .fetch_all_again(|| sqlx::query("SELECT pg_backend_pid() AS pid"))
+            .await
+            .expect("run again on a checked connection");
+        let ran_on: i32 = sqlx::Row::try_get(&rows[0], "pid").unwrap();
+        assert_ne!(ran_on, dropped);
         kept.close().await;
     }
 

@@ -14,8 +14,9 @@ mod vacuum;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cqrs_core::{Codec, Result, SharedClock, SystemClock};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -65,9 +66,34 @@ pub struct BatchStats {
 /// How long a pooled connection may have sat idle and still be handed out unchecked.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(10);
 
+/// When this process last found a PostgreSQL connection lost, in milliseconds since [`EPOCH`]
+/// (0: never).
+static LOST_AT: AtomicU64 = AtomicU64::new(0);
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn millis_now() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Records that a connection was found lost (an I/O error, the server terminating it): the
+/// server may have dropped the others too (a restart, `pg_terminate_backend`), so every
+/// connection idle since is checked before its next use.
+pub(crate) fn connection_lost() {
+    LOST_AT.fetch_max(millis_now(), Ordering::Relaxed);
+}
+
+/// Whether a connection idle for `idle_for` is checked before it is handed out: when it has
+/// sat idle for more than [`CHECK_IDLE_AFTER`], or since a connection was found lost.
+fn must_check(idle_for: Duration) -> bool {
+    let lost = LOST_AT.load(Ordering::Relaxed);
+    idle_for > CHECK_IDLE_AFTER
+        || (lost != 0 && millis_now().saturating_sub(idle_for.as_millis() as u64) <= lost)
+}
+
 /// The settings of the store's connection pools, for a pool of one's own on the same database
 /// (as the conference app's read models keep): a connection is checked before it is handed out
-/// only when it has sat idle for longer than 10 s.
+/// only when it has sat idle for longer than 10 s, or since this process found a connection
+/// lost.
 ///
 /// sqlx's default checks every connection it hands out with a round trip to the server (a
 /// `Sync` message, answered by `ReadyForQuery`). Under load a connection goes back and forth
@@ -76,7 +102,9 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(10);
 /// been in use a moment ago is as likely to work as one just checked; one that has sat idle
 /// may have been dropped by the server or the network meanwhile, and is checked. A connection
 /// found broken in use fails its statement, as it would have a moment after the check, and is
-/// discarded when it goes back to the pool.
+/// discarded when it goes back to the pool; the failure ([`sqlx_error`](crate::sqlx_error)
+/// sees it) has every connection idle since checked before its next use, so that a server that
+/// dropped all of them (a restart) costs one failed statement, not one a connection.
 ///
 /// ```
 /// let options = cqrs_sql::pg_pool_options().max_connections(4);
@@ -87,7 +115,7 @@ pub fn pg_pool_options() -> PgPoolOptions {
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for > CHECK_IDLE_AFTER {
+                if must_check(meta.idle_for) {
                     sqlx::Connection::ping(conn).await?;
                 }
                 Ok(true)

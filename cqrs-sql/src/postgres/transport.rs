@@ -233,12 +233,17 @@ impl MessageQueue for PgStore {
 
     async fn receive(&self, queue: &str, max: usize) -> Result<Vec<Delivery>> {
         let now = self.clock_now();
-        let rows = sqlx::query(sql::RECEIVE)
-            .bind(queue)
-            .bind(now)
-            .bind(saturating_add(now, self.inner.lease))
-            .bind(max as i64)
-            .fetch_all_on(self.kept())
+        // Run again if its connection was lost: a first run that did lock messages (and lost
+        // the answer) leaves them to come back when their lease runs out.
+        let rows = self
+            .kept()
+            .fetch_all_again(|| {
+                sqlx::query(sql::RECEIVE)
+                    .bind(queue)
+                    .bind(now)
+                    .bind(saturating_add(now, self.inner.lease))
+                    .bind(max as i64)
+            })
             .await
             .map_err(db)?;
         deliveries(&rows, queue)
