@@ -157,9 +157,7 @@ impl KeptConnections {
             });
         }
     }
-}
 
-impl KeptConnections {
     /// Runs the statement `query` builds with [`Query::fetch_all`], and once more, on a
     /// checked connection, when the first run found its connection lost: for a statement that
     /// may run twice (a read, or a write whose second run is harmless), so that a server that
