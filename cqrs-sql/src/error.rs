@@ -52,12 +52,21 @@ fn is_busy(_: &dyn sqlx::error::DatabaseError) -> bool {
 /// coming up).
 #[cfg(feature = "postgres")]
 fn is_passing(error: &dyn sqlx::error::DatabaseError) -> bool {
+    pg_code(error).is_some_and(|code| is_lost_session(&code) || matches!(&*code, "40001" | "40P01" | "53300"))
+}
+
+/// The SQLSTATE of a PostgreSQL error (`None` for another database's).
+#[cfg(feature = "postgres")]
+fn pg_code(error: &dyn sqlx::error::DatabaseError) -> Option<std::borrow::Cow<'_, str>> {
     error
         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        .is_some()
-        && error.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || matches!(&*code, "40001" | "40P01" | "53300")
-        })
+        .and_then(|_| error.code())
+}
+
+/// Class 08 (connection exception) and class 57P (the server terminating the session).
+#[cfg(feature = "postgres")]
+fn is_lost_session(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P")
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -71,11 +80,7 @@ fn is_passing(_: &dyn sqlx::error::DatabaseError) -> bool {
 pub(crate) fn is_connection_lost(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(e) => {
-            e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
-                && e.code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
-        }
+        sqlx::Error::Database(e) => pg_code(e.as_ref()).is_some_and(|code| is_lost_session(&code)),
         _ => false,
     }
 }

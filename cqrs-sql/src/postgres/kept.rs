@@ -105,11 +105,6 @@ impl KeptConnections {
         }
     }
 
-    /// The pool the connections come from, for the statements that run seldom.
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
-    }
-
     /// Gives the connections back and closes the pool (see [`PgPool::close`]).
     pub async fn close(&self) {
         let idle = {
@@ -329,7 +324,7 @@ mod tests {
         let Some(kept) = kept(2).await else { return };
         let first = backend(&kept).await.unwrap();
         assert_eq!(idle(&kept), 1, "kept, not given back to the pool");
-        assert_eq!(kept.pool().num_idle(), 0);
+        assert_eq!(kept.inner.pool.num_idle(), 0);
         assert_eq!(backend(&kept).await.unwrap(), first);
         assert_eq!(idle(&kept), 1);
         kept.close().await;
@@ -346,7 +341,7 @@ mod tests {
         assert_eq!(idle(&kept), 0);
         // The pool checked it and took it back.
         tokio::time::timeout(Duration::from_secs(10), async {
-            while kept.pool().num_idle() == 0 {
+            while kept.inner.pool.num_idle() == 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
