@@ -218,6 +218,62 @@ async fn a_unit_looks_up_what_it_found_until_another_runner_moves_the_checkpoint
 #[tokio::test]
 async fn two_runners_of_one_projection_never_both_commit_a_range() {
     let (_dir, documents) = open().await;
+    two_runners_never_both_commit(documents).await;
+}
+
+#[tokio::test]
+async fn on_postgres_two_runners_of_one_projection_never_both_commit_a_range() {
+    if let Some((url, schema)) = postgres().await {
+        let documents = Documents::connect_postgres(&url, &schema).await.unwrap();
+        two_runners_never_both_commit(documents).await;
+    }
+}
+
+/// Two runners commit from the same checkpoint at the same time, first where none was stored
+/// yet, then from a stored one: each time one of them writes, the other is refused and wrote
+/// nothing.
+#[tokio::test]
+async fn on_postgres_two_runners_committing_at_once_never_both_write() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let documents = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let other = Documents::connect_postgres(&url, &schema).await.unwrap();
+    for (round, from) in [(1_u64, None), (2, Some(1))] {
+        let (first, second) = (documents.unit_of_work(), other.unit_of_work());
+        for unit in [&first, &second] {
+            assert_eq!(unit.load_checkpoint("p").await.unwrap(), from);
+        }
+        let (a, b) = (format!("first-{round}"), format!("second-{round}"));
+        writer(&first).handle(&event(&a)).await.unwrap();
+        writer(&second).handle(&event(&b)).await.unwrap();
+        let (first_saved, second_saved) = tokio::join!(
+            first.save_checkpoint("p", round),
+            second.save_checkpoint("p", round)
+        );
+        let (winner, loser, loser_error) = match (first_saved, second_saved) {
+            (Ok(()), Err(error)) => (a, b, error),
+            (Err(error), Ok(())) => (b, a, error),
+            other => panic!("exactly one commit must pass: {other:?}"),
+        };
+        assert!(loser_error.is_conflict(), "{loser_error}");
+        assert_eq!(documents.checkpoint("p").await.unwrap(), Some(round));
+        let fresh = Documents::connect_postgres_unlistening(&url, &schema)
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh.get::<String>("m", &winner).await.unwrap(),
+            Some(winner.clone())
+        );
+        assert_eq!(
+            fresh.get::<String>("m", &loser).await.unwrap(),
+            None,
+            "{loser} was written"
+        );
+    }
+}
+
+async fn two_runners_never_both_commit(documents: Documents) {
     let (first, second) = (documents.unit_of_work(), documents.unit_of_work());
     for unit in [&first, &second] {
         assert_eq!(unit.load_checkpoint("p").await.unwrap(), None);
@@ -300,6 +356,58 @@ async fn pages_that_write_nothing_cost_no_commit_and_are_stored_later() {
         Some(10),
         "the other's, not 12"
     );
+}
+
+/// A projection's pages that write nothing are announced to the other processes, the
+/// furthest position of each projection, though the database holds none of them.
+#[tokio::test]
+async fn on_postgres_the_other_processes_hear_of_progress_that_wrote_nothing() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let web = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let (p, q) = (worker.unit_of_work(), worker.unit_of_work());
+    for (unit, name) in [(&p, "p"), (&q, "q")] {
+        assert_eq!(unit.load_checkpoint(name).await.unwrap(), None);
+        writer(unit)
+            .handle(&event(&format!("first-{name}")))
+            .await
+            .unwrap();
+        unit.save_checkpoint(name, 1).await.unwrap();
+    }
+    assert_eq!(
+        web.known_checkpoint("p").await.unwrap(),
+        Some(1),
+        "read from the database"
+    );
+    assert_eq!(
+        web.known_checkpoint("q").await.unwrap(),
+        Some(1),
+        "read from the database"
+    );
+
+    let mut commits = web.commits();
+    commits.borrow_and_update();
+    for position in 2..=20 {
+        p.save_checkpoint("p", position).await.unwrap();
+        q.save_checkpoint("q", position + 100).await.unwrap();
+    }
+    while web.known_checkpoint("p").await.unwrap() != Some(20)
+        || web.known_checkpoint("q").await.unwrap() != Some(120)
+    {
+        tokio::time::timeout(std::time::Duration::from_secs(10), commits.changed())
+            .await
+            .expect("the progress is announced")
+            .unwrap();
+    }
+    for name in ["p", "q"] {
+        assert_eq!(
+            worker.checkpoint(name).await.unwrap(),
+            Some(1),
+            "nothing committed"
+        );
+    }
 }
 
 #[tokio::test]

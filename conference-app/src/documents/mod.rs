@@ -532,15 +532,14 @@ impl Documents {
     }
 
     /// A projection applied every event up to `position` without writing: the waiters learn
-    /// it, and on PostgreSQL so do the other processes' (best effort: a lost announcement
-    /// only delays a waiter until the next one).
-    async fn applied(&self, checkpoint: &str, position: u64) {
+    /// it at once, and on PostgreSQL the other processes' soon after, announced with the other
+    /// projections' progress (best effort: a lost announcement only delays a waiter until the
+    /// next one).
+    fn applied(&self, checkpoint: &str, position: u64) {
         self.changes
             .committed(Some((checkpoint, position)), std::iter::empty());
-        if let Db::Postgres(db) = &self.db
-            && let Err(error) = db.announce_applied(checkpoint, position).await
-        {
-            tracing::debug!(%error, "a projection's progress was not announced");
+        if let Db::Postgres(db) = &self.db {
+            db.announce_applied(checkpoint, position);
         }
     }
 
@@ -725,7 +724,7 @@ impl CheckpointStore for UnitOfWork {
             self.skipped()
                 .get_or_insert_with(|| (position, std::time::Instant::now()))
                 .0 = position;
-            self.documents.applied(subscription, position).await;
+            self.documents.applied(subscription, position);
             return Ok(());
         }
         let checkpoint = Checkpoint {

@@ -1,10 +1,11 @@
 //! The read models on PostgreSQL: the event store's database, a pool of sqlx connections, and
 //! every commit announced with `NOTIFY` so that the long polls of the other processes wake.
 //!
-//! Each statement is a round trip to the server, so a commit writes all its documents in one
-//! statement for the puts and one for the deletes (`UNNEST` of arrays), whatever their number,
+//! Each statement is a round trip to the server, so a commit is one statement (`UNNEST` of
+//! arrays for its documents, whatever their number, with its checkpoint and its announcement),
 //! and the reads that wait together share one.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,21 +14,43 @@ use cqrs_core::{Coalescer, Result};
 use cqrs_sql::{KeptConnections, OnKept, sqlx_error as db_error};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgRow};
+use tokio::sync::mpsc;
 
 use super::changes::{Announcement, Changes};
 use super::{
-    ADVANCE_CHECKPOINT, Checkpoint, DROP_CHECKPOINT, DROP_MODEL, DUMP, INSERT_CHECKPOINT, Index,
-    LOAD_CHECKPOINT, LOAD_GENERATIONS, Row, SCHEMA, SET_GENERATION, Writes,
+    Checkpoint, DROP_CHECKPOINT, DROP_MODEL, DUMP, Index, LOAD_CHECKPOINT, LOAD_GENERATIONS, Row, SCHEMA,
+    SET_GENERATION, Writes,
 };
 
-/// [`PUT`](super::PUT) for several documents, as arrays of models, keys, documents and index
-/// values.
-const PUT_MANY: &str = "INSERT INTO rm_documents (model, key, doc, ix1, ix2)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-    ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2";
-/// [`DELETE`](super::DELETE) for several documents: arrays of models and keys.
-const DELETE_MANY: &str = "DELETE FROM rm_documents d USING UNNEST($1::text[], $2::text[]) AS g(model, key)
-    WHERE d.model = g.model AND d.key = g.key";
+/// A projection's commit in one statement, so one round trip and one short transaction: the
+/// checkpoint moved from where it was read (`$8`, the name, to `$9` from `$10`; inserted when
+/// `$10` is NULL; none when `$8` is NULL), and only when it moved, the documents put (arrays of
+/// models, keys, documents and index values, `$1` to `$5`), those deleted (models and keys, `$6`
+/// and `$7`), and the commit announced (channel `$11`, payload `$12`). One row when it moved,
+/// none when another runner moved it first.
+///
+/// The parts see the tables as they were before the statement, so they are kept apart: a
+/// commit's documents are distinct, each put or deleted. A concurrent commit from the same read
+/// position waits on the checkpoint's row, then finds it moved and writes nothing.
+const COMMIT: &str = "WITH inserted AS (
+        INSERT INTO rm_checkpoints (name, position)
+        SELECT $8::text, $9::int8 WHERE $8::text IS NOT NULL AND $10::int8 IS NULL
+        ON CONFLICT (name) DO NOTHING
+        RETURNING 1
+    ), advanced AS (
+        UPDATE rm_checkpoints SET position = $9::int8 WHERE name = $8::text AND position = $10::int8
+        RETURNING 1
+    ), moved AS (
+        SELECT WHERE $8::text IS NULL OR EXISTS (SELECT FROM inserted) OR EXISTS (SELECT FROM advanced)
+    ), put AS (
+        INSERT INTO rm_documents (model, key, doc, ix1, ix2)
+        SELECT p.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS p, moved
+        ON CONFLICT (model, key) DO UPDATE SET doc = excluded.doc, ix1 = excluded.ix1, ix2 = excluded.ix2
+    ), gone AS (
+        DELETE FROM rm_documents d USING UNNEST($6::text[], $7::text[]) AS g(model, key), moved
+        WHERE d.model = g.model AND d.key = g.key
+    )
+    SELECT pg_notify($11, $12) FROM moved";
 /// [`GET`](super::GET) for several documents: arrays of models and keys. Each row is a
 /// document found and the ordinal of its request (from 1). `OFFSET 0` keeps each a lookup of
 /// the primary key.
@@ -66,7 +89,8 @@ const KEPT_CONNECTIONS: usize = 5;
 /// The channel on which commits are announced to every process (payload: an
 /// [`Announcement`]).
 const COMMITS_CHANNEL: &str = "conference_read_models";
-const NOTIFY_COMMIT: &str = "SELECT pg_notify($1, $2)";
+/// Several announcements on one channel (`$1`): an array of payloads.
+const NOTIFY_MANY: &str = "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p";
 
 /// A document to read: model and key; or model and index value.
 type Read = (String, String);
@@ -83,6 +107,8 @@ pub(super) struct PostgresDocuments {
     schema: Arc<str>,
     gets: Coalescer<Read, Option<Row>>,
     finds: [Coalescer<Read, Vec<(String, Row)>>; 2],
+    /// The progress of projections whose pages wrote nothing, to [`announce_progress`].
+    progress: mpsc::UnboundedSender<(String, u64)>,
 }
 
 impl PostgresDocuments {
@@ -127,12 +153,20 @@ impl PostgresDocuments {
                 find_many(kept.clone(), sql, reads)
             })
         });
+        let schema: Arc<str> = schema.into();
+        let (progress, announcements) = mpsc::unbounded_channel();
+        tokio::spawn(announce_progress(
+            kept.clone(),
+            Arc::clone(&schema),
+            announcements,
+        ));
         Ok(Self {
             pool,
             kept,
-            schema: schema.into(),
+            schema,
             gets,
             finds,
+            progress,
         })
     }
 
@@ -228,62 +262,69 @@ impl PostgresDocuments {
         finds.call((model.to_owned(), value.to_owned())).await
     }
 
-    /// Applies `writes` and moves `checkpoint`, if any, in one transaction that also announces
-    /// them to the other processes. A checkpoint moved by another runner first is a conflict,
-    /// and nothing is written.
+    /// Applies `writes` and moves `checkpoint`, if any, in one statement ([`COMMIT`]) that also
+    /// announces them to the other processes. A checkpoint moved by another runner first is a
+    /// conflict, and nothing is written.
     pub(super) async fn commit(&self, writes: &Writes, checkpoint: Option<&Checkpoint<'_>>) -> Result<()> {
-        let mut connection = self.kept.acquire().await.map_err(db_error)?;
-        let mut tx = sqlx::Connection::begin(&mut *connection)
-            .await
-            .map_err(db_error)?;
-        write_rows(&mut tx, writes).await?;
-        if let Some(checkpoint) = checkpoint {
-            let (position, read) = checkpoint.stored()?;
-            let moved = match read {
-                None => sqlx::query(INSERT_CHECKPOINT)
-                    .bind(checkpoint.name)
-                    .bind(position),
-                Some(read) => sqlx::query(ADVANCE_CHECKPOINT)
-                    .bind(checkpoint.name)
-                    .bind(position)
-                    .bind(read),
-            }
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-            if moved != 1 {
-                return Err(checkpoint.conflict());
+        let (mut models, mut keys, mut docs, mut ix1s, mut ix2s) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut gone_models, mut gone_keys) = (vec![], vec![]);
+        for ((model, key), row) in writes {
+            match row {
+                Some(row) => {
+                    models.push(model.as_str());
+                    keys.push(key.as_str());
+                    docs.push(row.doc.as_str());
+                    ix1s.push(row.ix1.as_deref());
+                    ix2s.push(row.ix2.as_deref());
+                }
+                None => {
+                    gone_models.push(model.as_str());
+                    gone_keys.push(key.as_str());
+                }
             }
         }
-        sqlx::query(NOTIFY_COMMIT)
+        let (position, read) = match checkpoint {
+            Some(checkpoint) => {
+                let (position, read) = checkpoint.stored()?;
+                (Some(position), read)
+            }
+            None => (None, None),
+        };
+        let announcement = Announcement::write(
+            &self.schema,
+            checkpoint.map(|c| (c.name, c.position)),
+            writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
+        );
+        let moved = sqlx::query(COMMIT)
+            .bind(models)
+            .bind(keys)
+            .bind(docs)
+            .bind(ix1s)
+            .bind(ix2s)
+            .bind(gone_models)
+            .bind(gone_keys)
+            .bind(checkpoint.map(|c| c.name))
+            .bind(position)
+            .bind(read)
             .bind(COMMITS_CHANNEL)
-            .bind(Announcement::write(
-                &self.schema,
-                checkpoint.map(|c| (c.name, c.position)),
-                writes.keys().map(|(model, key)| (model.as_str(), key.as_str())),
-            ))
-            .execute(&mut *tx)
+            .bind(announcement)
+            .fetch_all_on(&self.kept)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        connection.keep();
-        Ok(())
+        match (moved.len(), checkpoint) {
+            (1, _) => Ok(()),
+            (_, Some(checkpoint)) => Err(checkpoint.conflict()),
+            (rows, None) => Err(cqrs_core::Error::permanent(format!(
+                "a commit without a checkpoint answered {rows} rows"
+            ))),
+        }
     }
 
-    /// Announces that projection `checkpoint` applied the log up to `position` without writing.
-    pub(super) async fn announce_applied(&self, checkpoint: &str, position: u64) -> Result<()> {
-        sqlx::query(NOTIFY_COMMIT)
-            .bind(COMMITS_CHANNEL)
-            .bind(Announcement::write(
-                &self.schema,
-                Some((checkpoint, position)),
-                [],
-            ))
-            .execute_on(&self.kept)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+    /// Announces, soon, that projection `checkpoint` applied the log up to `position` without
+    /// writing (see [`announce_progress`]).
+    pub(super) fn announce_applied(&self, checkpoint: &str, position: u64) {
+        // The task ends only when this is dropped.
+        let _ = self.progress.send((checkpoint.to_owned(), position));
     }
 
     /// The stored position of checkpoint `name`.
@@ -300,46 +341,37 @@ impl PostgresDocuments {
     }
 }
 
-/// Applies `writes` within a commit's transaction: one statement for the puts and one for the
-/// deletes, whatever their number, as each statement is a round trip to the server.
-async fn write_rows(tx: &mut sqlx::PgConnection, writes: &Writes) -> Result<()> {
-    let (mut models, mut keys, mut docs, mut ix1s, mut ix2s) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut gone_models, mut gone_keys) = (vec![], vec![]);
-    for ((model, key), row) in writes {
-        match row {
-            Some(row) => {
-                models.push(model.as_str());
-                keys.push(key.as_str());
-                docs.push(row.doc.as_str());
-                ix1s.push(row.ix1.as_deref());
-                ix2s.push(row.ix2.as_deref());
-            }
-            None => {
-                gone_models.push(model.as_str());
-                gone_keys.push(key.as_str());
-            }
+/// Announces the progress `announcements` brings (a projection's name and the position it
+/// applied without writing), until its sender is dropped: what arrives while a statement runs
+/// goes in the next one, each projection once at its furthest position. The six projections,
+/// woken together by a publish, mostly announce together; one by one, their announcements were
+/// as many statements as the commits of every page that wrote. Best effort: a lost announcement
+/// only delays a waiter until the next one.
+async fn announce_progress(
+    kept: KeptConnections,
+    schema: Arc<str>,
+    mut announcements: mpsc::UnboundedReceiver<(String, u64)>,
+) {
+    let mut furthest = BTreeMap::new();
+    while let Some((checkpoint, position)) = announcements.recv().await {
+        furthest.insert(checkpoint, position);
+        while let Ok((checkpoint, position)) = announcements.try_recv() {
+            let known = furthest.entry(checkpoint).or_insert(position);
+            *known = (*known).max(position);
+        }
+        let payloads: Vec<String> = std::mem::take(&mut furthest)
+            .iter()
+            .map(|(checkpoint, position)| Announcement::write(&schema, Some((checkpoint, *position)), []))
+            .collect();
+        if let Err(error) = sqlx::query(NOTIFY_MANY)
+            .bind(COMMITS_CHANNEL)
+            .bind(payloads)
+            .execute_on(&kept)
+            .await
+        {
+            tracing::debug!(%error, "projections' progress was not announced");
         }
     }
-    if !models.is_empty() {
-        sqlx::query(PUT_MANY)
-            .bind(models)
-            .bind(keys)
-            .bind(docs)
-            .bind(ix1s)
-            .bind(ix2s)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-    }
-    if !gone_models.is_empty() {
-        sqlx::query(DELETE_MANY)
-            .bind(gone_models)
-            .bind(gone_keys)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-    }
-    Ok(())
 }
 
 /// The models and keys (or values) of `reads`, as the two arrays of a `…_MANY` statement.
