@@ -83,7 +83,8 @@ const MAX_READS: usize = 1_024;
 /// `postgres/batched.rs`): while it runs, the next batch fills.
 const READS_IN_FLIGHT: usize = 1;
 /// The most connections kept between statements (see [`KeptConnections`]), of the 7 the
-/// listener leaves of the pool's 8.
+/// listener leaves of the pool's 8: the coalesced reads, the commits, the checkpoint reads and
+/// the progress announcements.
 const KEPT_CONNECTIONS: usize = 5;
 
 /// The channel on which commits are announced to every process (payload: an
@@ -323,7 +324,7 @@ impl PostgresDocuments {
     /// Announces, soon, that projection `checkpoint` applied the log up to `position` without
     /// writing (see [`announce_progress`]).
     pub(super) fn announce_applied(&self, checkpoint: &str, position: u64) {
-        // The task ends only when this is dropped.
+        // The task runs as long as this sender lives, so the send cannot fail.
         let _ = self.progress.send((checkpoint.to_owned(), position));
     }
 
