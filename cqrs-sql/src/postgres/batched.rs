@@ -96,32 +96,32 @@ pub(super) struct Batched {
 
 impl Batched {
     /// Starts the tasks on the current tokio runtime: loads and finds on `reads`, saves,
-    /// completions, enqueues and removals on `pool`; completions lock the next messages for
+    /// completions, enqueues and removals on `kept`; completions lock the next messages for
     /// `lease` from `clock`'s now.
     pub(super) fn start(
-        pool: KeptConnections,
+        kept: KeptConnections,
         reads: KeptConnections,
         clock: SharedClock,
         lease: Duration,
     ) -> Self {
         Self {
             saves: Coalescer::start("process saver", MAX_BATCH, IN_FLIGHT, {
-                let pool = pool.clone();
-                move |batch| save(pool.clone(), batch)
+                let kept = kept.clone();
+                move |batch| save(kept.clone(), batch)
             }),
             settles: Coalescer::start("completer", MAX_BATCH, IN_FLIGHT, {
-                let pool = pool.clone();
-                move |batch| settle(pool.clone(), Arc::clone(&clock), lease, batch)
+                let kept = kept.clone();
+                move |batch| settle(kept.clone(), Arc::clone(&clock), lease, batch)
             }),
             removals: Coalescer::start("command remover", MAX_BATCH, IN_FLIGHT, {
-                let pool = pool.clone();
-                move |batch| remove(pool.clone(), batch)
+                let kept = kept.clone();
+                move |batch| remove(kept.clone(), batch)
             }),
             enqueues: Coalescer::start("enqueuer", MAX_BATCH, IN_FLIGHT, move |batch| {
-                let pool = pool.clone();
+                let kept = kept.clone();
                 async move {
                     let count = batch.len();
-                    let mut connection = pool.acquire().await.map_err(db)?;
+                    let mut connection = kept.acquire().await.map_err(db)?;
                     insert_messages(&mut *connection, batch).await?;
                     connection.keep();
                     Ok(vec![(); count])
@@ -138,7 +138,7 @@ impl Batched {
     }
 }
 
-async fn remove(pool: KeptConnections, batch: Vec<Removal>) -> Result<Vec<()>> {
+async fn remove(kept: KeptConnections, batch: Vec<Removal>) -> Result<Vec<()>> {
     let (mut types, mut ids, mut messages) = (Vec::new(), Vec::new(), Vec::new());
     for removal in &batch {
         for message_id in &removal.message_ids {
@@ -151,18 +151,18 @@ async fn remove(pool: KeptConnections, batch: Vec<Removal>) -> Result<Vec<()>> {
         .bind(&types)
         .bind(&ids)
         .bind(&messages)
-        .execute_on(&pool)
+        .execute_on(&kept)
         .await
         .map_err(db)?;
     Ok(vec![(); batch.len()])
 }
 
-async fn load(pool: KeptConnections, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
+async fn load(kept: KeptConnections, batch: Vec<Load>) -> Result<Vec<Vec<StoredEvent>>> {
     let (streams, versions): (Vec<&str>, Vec<i64>) = batch
         .iter()
         .map(|(stream, from)| (stream.as_str(), *from))
         .unzip();
-    let rows = pool
+    let rows = kept
         .fetch_all_again(|| sqlx::query(sql::LOAD_STREAMS).bind(&streams).bind(&versions))
         .await
         .map_err(db)?;
@@ -174,14 +174,14 @@ async fn load(pool: KeptConnections, batch: Vec<Load>) -> Result<Vec<Vec<StoredE
     Ok(loaded)
 }
 
-async fn find(pool: KeptConnections, batch: Vec<FindByKey>) -> Result<Vec<Option<LoadedProcess>>> {
+async fn find(kept: KeptConnections, batch: Vec<FindByKey>) -> Result<Vec<Option<LoadedProcess>>> {
     let mut columns = (Vec::new(), Vec::new(), Vec::new());
     for f in &batch {
         columns.0.push(f.process_type.as_str());
         columns.1.push(f.key.as_str());
         columns.2.push(f.include_completed);
     }
-    let rows = pool
+    let rows = kept
         .fetch_all_again(|| {
             sqlx::query(sql::FIND_PROCESSES_BY_KEY)
                 .bind(&columns.0)
@@ -208,7 +208,7 @@ fn request(idx: i64, count: usize, what: &str) -> Result<usize> {
 }
 
 async fn settle(
-    pool: KeptConnections,
+    kept: KeptConnections,
     clock: SharedClock,
     lease: Duration,
     batch: Vec<Settle>,
@@ -233,7 +233,7 @@ async fn settle(
         .bind(&owners)
         .bind(now)
         .bind(saturating_add(now, lease))
-        .fetch_all_on(&pool)
+        .fetch_all_on(&kept)
         .await
         .map_err(db)?;
     let mut next: Vec<Vec<Delivery>> = batch.iter().map(|_| Vec::new()).collect();
@@ -297,7 +297,7 @@ where
 
 /// Saves `batch`: two saves of a process never share a statement, so that one of them
 /// conflicts.
-async fn save(pool: KeptConnections, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
+async fn save(kept: KeptConnections, batch: Vec<Save>) -> Result<Vec<(Option<i64>, ProcessRecord)>> {
     let rounds = rounds(
         batch,
         |save| (save.record.process_type.clone(), save.record.id),
@@ -305,7 +305,7 @@ async fn save(pool: KeptConnections, batch: Vec<Save>) -> Result<Vec<(Option<i64
         usize::MAX,
     );
     let saved = in_rounds(rounds, |round| async {
-        let saved = save_round(&pool, &round).await?;
+        let saved = save_round(&kept, &round).await?;
         Ok(round.into_iter().zip(saved).collect())
     })
     .await?;
@@ -317,7 +317,7 @@ async fn save(pool: KeptConnections, batch: Vec<Save>) -> Result<Vec<(Option<i64
 
 /// One statement of [`sql::SAVE_PROCESSES`] for saves of distinct processes: the version each
 /// wrote, or `None`.
-async fn save_round(pool: &KeptConnections, round: &[Save]) -> Result<Vec<Option<i64>>> {
+async fn save_round(kept: &KeptConnections, round: &[Save]) -> Result<Vec<Option<i64>>> {
     let mut p = (
         Vec::new(),
         Vec::new(),
@@ -376,7 +376,7 @@ async fn save_round(pool: &KeptConnections, round: &[Save]) -> Result<Vec<Option
         .bind(&c.5)
         .bind(&c.6)
         .bind(&c.7)
-        .fetch_all_on(pool)
+        .fetch_all_on(kept)
         .await
         .map_err(db)?;
     let mut saved = vec![None; round.len()];

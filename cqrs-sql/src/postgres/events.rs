@@ -69,9 +69,9 @@ impl EventReader for PgStore {
 /// Writes batches of appends to distinct streams in one statement.
 #[derive(Clone)]
 pub(super) struct PgAppender {
-    /// Where appends are written: the group committer's own connections, or the store's pool
-    /// when group commit is off.
-    pub(super) pool: KeptConnections,
+    /// Where appends are written: the group committer's own connections, or the store's kept
+    /// ones when group commit is off.
+    pub(super) kept: KeptConnections,
     pub(super) clock: SharedClock,
     /// Wakes this process's publishers.
     pub(super) appended: Arc<Notify>,
@@ -130,7 +130,7 @@ impl PgAppender {
             .bind(&events.6)
             .bind(&events.7)
             .bind(self.clock.now())
-            .fetch_all_on(&self.pool)
+            .fetch_all_on(&self.kept)
             .await?;
         if total > 0 {
             self.appended.notify_one();
@@ -167,8 +167,8 @@ impl PgAppender {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<i64> {
-        // On a connection of `pool`: the group committer's own are all kept at times.
-        let mut connection = self.pool.acquire().await.map_err(db)?;
+        // On a connection of `kept`: the group committer's own are all kept at times.
+        let mut connection = self.kept.acquire().await.map_err(db)?;
         let version = sqlx::query_scalar(sql::STREAM_VERSION)
             .bind(stream.as_str())
             .fetch_one(&mut *connection)

@@ -416,7 +416,7 @@ impl PgStore {
         let kept = KeptConnections::new(pool.clone(), KEPT_CONNECTIONS.min(shared as usize / 2));
         let notifier_task = tokio::spawn(Arc::clone(&notifier).run(kept.clone()));
         let appender = PgAppender {
-            pool: appends.map_or_else(
+            kept: appends.map_or_else(
                 || kept.clone(),
                 |appends| KeptConnections::new(appends, BATCHES_IN_FLIGHT),
             ),
@@ -530,7 +530,7 @@ impl PgStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.inner.stop_tasks();
-        self.inner.appender.pool.close().await;
+        self.inner.appender.kept.close().await;
         self.inner.reads.close().await;
         self.inner.kept.close().await;
     }
