@@ -284,13 +284,7 @@ impl PostgresDocuments {
                 }
             }
         }
-        let (position, read) = match checkpoint {
-            Some(checkpoint) => {
-                let (position, read) = checkpoint.stored()?;
-                (Some(position), read)
-            }
-            None => (None, None),
-        };
+        let stored = checkpoint.map(Checkpoint::stored).transpose()?;
         let announcement = Announcement::write(
             &self.schema,
             checkpoint.map(|c| (c.name, c.position)),
@@ -305,8 +299,8 @@ impl PostgresDocuments {
             .bind(gone_models)
             .bind(gone_keys)
             .bind(checkpoint.map(|c| c.name))
-            .bind(position)
-            .bind(read)
+            .bind(stored.map(|(position, _)| position))
+            .bind(stored.and_then(|(_, read)| read))
             .bind(COMMITS_CHANNEL)
             .bind(announcement)
             .fetch_all_on(&self.kept)
@@ -354,9 +348,9 @@ async fn announce_progress(
     mut announcements: mpsc::UnboundedReceiver<(String, u64)>,
 ) {
     let mut furthest = BTreeMap::new();
-    while let Some((checkpoint, position)) = announcements.recv().await {
-        furthest.insert(checkpoint, position);
-        while let Ok((checkpoint, position)) = announcements.try_recv() {
+    while let Some(first) = announcements.recv().await {
+        let gathered = std::iter::once(first).chain(std::iter::from_fn(|| announcements.try_recv().ok()));
+        for (checkpoint, position) in gathered {
             let known = furthest.entry(checkpoint).or_insert(position);
             *known = (*known).max(position);
         }
