@@ -60,7 +60,15 @@ macro_rules! on_db {
     };
 }
 
-const SCHEMA: [&str; 5] = [
+/// The tables, created where missing, and their indexes brought up to date.
+///
+/// An index column is indexed only where it is set: every lookup asks for a value, and most
+/// documents leave one column or both empty (a priced order and an order's seats use neither,
+/// a draft order no second one, an admin order none until its seats are assigned), whose
+/// entries no lookup ever read but every insert, and every write that moved the row, wrote.
+/// Indexed in full before: each index is created under its new name before the old one goes,
+/// so that lookups find an index all along.
+const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS rm_documents (
         model TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -68,8 +76,10 @@ const SCHEMA: [&str; 5] = [
         ix1 TEXT,
         ix2 TEXT,
         PRIMARY KEY (model, key))",
-    "CREATE INDEX IF NOT EXISTS rm_documents_ix1 ON rm_documents (model, ix1)",
-    "CREATE INDEX IF NOT EXISTS rm_documents_ix2 ON rm_documents (model, ix2)",
+    "CREATE INDEX IF NOT EXISTS rm_documents_ix1_set ON rm_documents (model, ix1) WHERE ix1 IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS rm_documents_ix2_set ON rm_documents (model, ix2) WHERE ix2 IS NOT NULL",
+    "DROP INDEX IF EXISTS rm_documents_ix1",
+    "DROP INDEX IF EXISTS rm_documents_ix2",
     "CREATE TABLE IF NOT EXISTS rm_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rm_generations (model TEXT PRIMARY KEY, generation BIGINT NOT NULL)",
 ];

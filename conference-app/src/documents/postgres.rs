@@ -421,3 +421,94 @@ fn row(row: &PgRow, first: usize) -> Row {
         ix2: row.get(first + 2),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test database, or `None` (with a notice) without `CQRS_TEST_POSTGRES_URL`.
+    fn url() -> Option<String> {
+        let url = std::env::var("CQRS_TEST_POSTGRES_URL").ok();
+        if url.is_none() {
+            assert!(
+                std::env::var_os("CQRS_TEST_POSTGRES_REQUIRED").is_none(),
+                "CQRS_TEST_POSTGRES_REQUIRED is set but CQRS_TEST_POSTGRES_URL is not"
+            );
+            eprintln!("notice: CQRS_TEST_POSTGRES_URL is not set; PostgreSQL index test skipped");
+        }
+        url
+    }
+
+    /// A schema holding the documents table as it was before its index columns were indexed
+    /// only where set: connecting replaces the full indexes, and each lookup, planned once for
+    /// every value (as the pool plans), seeks its new index.
+    #[tokio::test]
+    async fn index_lookups_seek_indexes_of_the_set_values_only() {
+        let Some(url) = url() else { return };
+        let schema = format!("cqrs_test_ix_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPool::connect(&url).await.unwrap();
+        let in_schema = |sql: &str| sqlx::AssertSqlSafe(format!("SET search_path TO \"{schema}\"; {sql}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::raw_sql(in_schema(
+            "CREATE TABLE rm_documents (model TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, \
+             ix1 TEXT, ix2 TEXT, PRIMARY KEY (model, key)); \
+             CREATE INDEX rm_documents_ix1 ON rm_documents (model, ix1); \
+             CREATE INDEX rm_documents_ix2 ON rm_documents (model, ix2)",
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+        PostgresDocuments::connect(&url, &schema).await.unwrap();
+
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname <> \
+             'rm_documents_pkey' AND tablename = 'rm_documents' ORDER BY 1",
+        )
+        .bind(&schema)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        let names: Vec<&str> = indexes.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["rm_documents_ix1_set", "rm_documents_ix2_set"]);
+        assert!(indexes[0].1.ends_with("WHERE (ix1 IS NOT NULL)"), "{indexes:?}");
+        assert!(indexes[1].1.ends_with("WHERE (ix2 IS NOT NULL)"), "{indexes:?}");
+
+        let mut conn = admin.acquire().await.unwrap();
+        sqlx::raw_sql(in_schema(
+            "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; SET enable_bitmapscan = off",
+        ))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        for (n, (sql, index)) in [
+            (FIND_IX1_MANY, "rm_documents_ix1_set"),
+            (FIND_IX2_MANY, "rm_documents_ix2_set"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PREPARE find{n} (text[], text[]) AS {sql}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN EXECUTE find{n} ('{{payment}}', '{{an order}}')"
+            )))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            assert!(plan.iter().any(|line| line.contains(index)), "{sql}: {plan:#?}");
+        }
+        drop(conn);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}

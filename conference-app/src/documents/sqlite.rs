@@ -270,8 +270,8 @@ mod tests {
             db.execute(statement, ()).unwrap();
         }
         for (sql, index) in [
-            (super::super::FIND_IX1, "rm_documents_ix1"),
-            (super::super::FIND_IX2, "rm_documents_ix2"),
+            (super::super::FIND_IX1, "rm_documents_ix1_set"),
+            (super::super::FIND_IX2, "rm_documents_ix2_set"),
         ] {
             let mut explain = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let plan: Vec<String> = explain
