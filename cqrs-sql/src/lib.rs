@@ -63,7 +63,7 @@ mod sqlite;
 pub use crate::error::db as sqlx_error;
 #[cfg(feature = "postgres")]
 pub use crate::postgres::{
-    BatchStats, KeptConnection, KeptConnections, OnKept, PgOptions, PgStore, pg_pool_options,
+    BatchStats, KeptConnection, KeptConnections, OnKept, PgNotifier, PgOptions, PgStore, pg_pool_options,
 };
 #[cfg(feature = "sqlite")]
 pub use crate::sqlite::{SqliteOptions, SqliteReaders, SqliteStore, sqlite_error};

@@ -5,16 +5,14 @@
 //! arrays for its documents, whatever their number, with its checkpoint and its announcement),
 //! and the reads that wait together share one.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{Coalescer, Result};
-use cqrs_sql::{KeptConnections, OnKept, sqlx_error as db_error};
+use cqrs_sql::{KeptConnections, OnKept, PgNotifier, sqlx_error as db_error};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgRow};
-use tokio::sync::mpsc;
 
 use super::changes::{Announcement, Changes};
 use super::{
@@ -90,8 +88,10 @@ const KEPT_CONNECTIONS: usize = 5;
 /// The channel on which commits are announced to every process (payload: an
 /// [`Announcement`]).
 const COMMITS_CHANNEL: &str = "conference_read_models";
-/// Several announcements on one channel (`$1`): an array of payloads.
-const NOTIFY_MANY: &str = "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p";
+/// How long the progress of a round of pages that wrote nothing gathers before it is
+/// announced. The six projections, woken together by a publish, mostly announce together; one
+/// by one, their announcements were as many statements as the commits of every page that wrote.
+const PROGRESS_GATHER: Duration = Duration::from_millis(1);
 
 /// A document to read: model and key; or model and index value.
 type Read = (String, String);
@@ -108,8 +108,8 @@ pub(super) struct PostgresDocuments {
     schema: Arc<str>,
     gets: Coalescer<Read, Option<Row>>,
     finds: [Coalescer<Read, Vec<(String, Row)>>; 2],
-    /// The progress of projections whose pages wrote nothing, to [`announce_progress`].
-    progress: mpsc::UnboundedSender<(String, u64)>,
+    /// Announces the progress of projections whose pages wrote nothing.
+    progress: PgNotifier,
 }
 
 impl PostgresDocuments {
@@ -155,12 +155,7 @@ impl PostgresDocuments {
             })
         });
         let schema: Arc<str> = schema.into();
-        let (progress, announcements) = mpsc::unbounded_channel();
-        tokio::spawn(announce_progress(
-            kept.clone(),
-            Arc::clone(&schema),
-            announcements,
-        ));
+        let progress = PgNotifier::start(kept.clone(), PROGRESS_GATHER);
         Ok(Self {
             pool,
             kept,
@@ -316,10 +311,13 @@ impl PostgresDocuments {
     }
 
     /// Announces, soon, that projection `checkpoint` applied the log up to `position` without
-    /// writing (see [`announce_progress`]).
+    /// writing: with the other projections' progress of the moment, in one statement, each
+    /// projection once, at the position it announced last (a projection's runner announces its
+    /// positions in order). Best effort: a lost announcement only delays a waiter until the
+    /// next one.
     pub(super) fn announce_applied(&self, checkpoint: &str, position: u64) {
-        // The task runs as long as this sender lives, so the send cannot fail.
-        let _ = self.progress.send((checkpoint.to_owned(), position));
+        let announcement = Announcement::write(&self.schema, Some((checkpoint, position)), []);
+        self.progress.notify(COMMITS_CHANNEL, checkpoint, announcement);
     }
 
     /// The stored position of checkpoint `name`.
@@ -333,39 +331,6 @@ impl PostgresDocuments {
             .map(|row| row.try_get::<i64, _>(0))
             .transpose()
             .map_err(db_error)
-    }
-}
-
-/// Announces the progress `announcements` brings (a projection's name and the position it
-/// applied without writing), until its sender is dropped: what arrives while a statement runs
-/// goes in the next one, each projection once at its furthest position. The six projections,
-/// woken together by a publish, mostly announce together; one by one, their announcements were
-/// as many statements as the commits of every page that wrote. Best effort: a lost announcement
-/// only delays a waiter until the next one.
-async fn announce_progress(
-    kept: KeptConnections,
-    schema: Arc<str>,
-    mut announcements: mpsc::UnboundedReceiver<(String, u64)>,
-) {
-    let mut furthest = BTreeMap::new();
-    while let Some(first) = announcements.recv().await {
-        let gathered = std::iter::once(first).chain(std::iter::from_fn(|| announcements.try_recv().ok()));
-        for (checkpoint, position) in gathered {
-            let known = furthest.entry(checkpoint).or_insert(position);
-            *known = (*known).max(position);
-        }
-        let payloads: Vec<String> = std::mem::take(&mut furthest)
-            .iter()
-            .map(|(checkpoint, position)| Announcement::write(&schema, Some((checkpoint, *position)), []))
-            .collect();
-        if let Err(error) = sqlx::query(NOTIFY_MANY)
-            .bind(COMMITS_CHANNEL)
-            .bind(payloads)
-            .execute_on(&kept)
-            .await
-        {
-            tracing::debug!(%error, "projections' progress was not announced");
-        }
     }
 }
 

@@ -6,12 +6,13 @@ mod events;
 mod group;
 mod kept;
 mod leases;
+mod notifier;
 mod processes;
 mod sql;
 mod transport;
 mod vacuum;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use self::events::PgAppender;
 use self::group::GroupCommit;
 pub use self::kept::{KeptConnection, KeptConnections, OnKept};
 use self::leases::LeaseHolder;
+pub use self::notifier::PgNotifier;
 use crate::error::{corrupt, db};
 use crate::migrate::POSTGRES as MIGRATIONS;
 
@@ -244,7 +246,6 @@ struct Inner {
     /// Connections of `pool` kept between the busiest statements.
     kept: KeptConnections,
     /// Tells other processes that events were appended or messages enqueued.
-    notifier_task: tokio::task::JoinHandle<()>,
     notifier: Arc<Notifier>,
     /// Wakes this process's consumers of a queue.
     wakers: Arc<Wakers>,
@@ -266,13 +267,14 @@ struct Inner {
 }
 
 impl Inner {
-    /// Stops the store's background tasks that hold no handle of their own (the coalescers,
-    /// group commit's included, and the lease holder stop when dropped).
+    /// Stops the notifier (it sends what is queued) and the store's background tasks that hold
+    /// no handle of their own (the coalescers, group commit's included, and the lease holder
+    /// stop when dropped).
     fn stop_tasks(&self) {
+        self.notifier.inner.close();
         if let Some(listener) = &self.listener {
             listener.abort();
         }
-        self.notifier_task.abort();
         if let Some(vacuum) = &self.vacuum {
             vacuum.abort();
         }
@@ -408,13 +410,12 @@ impl PgStore {
         } else {
             None
         };
-        let notifier = Arc::new(Notifier::new(schema.clone(), NOTIFY_GATHER));
         // The coalescers' statements (one of each kind at a time), the receives and the
         // notifications, the outbox's and the log's reads: a connection for each, within
         // half of what the listener leaves of the pool.
         let shared = options.max_connections - u32::from(listener.is_some());
         let kept = KeptConnections::new(pool.clone(), KEPT_CONNECTIONS.min(shared as usize / 2));
-        let notifier_task = tokio::spawn(Arc::clone(&notifier).run(kept.clone()));
+        let notifier = Arc::new(Notifier::start(schema.clone(), kept.clone()));
         let appender = PgAppender {
             kept: appends.map_or_else(
                 || kept.clone(),
@@ -429,7 +430,6 @@ impl PgStore {
             .then(|| GroupCommit::start(appender.clone(), MAX_BATCH_EVENTS, BATCHES_IN_FLIGHT));
         let store = Self {
             inner: Arc::new(Inner {
-                notifier_task,
                 notifier,
                 wakers,
                 lease: options.lease,
@@ -553,66 +553,33 @@ impl Wakers {
     }
 }
 
-/// How long the notifier gathers notifications after the first of a round, before it sends
-/// them: appends, enqueues and settles of many tasks come within a millisecond or two under
-/// load, and each statement wakes every other process's listening connection and the process
-/// behind it. Sent as they came, a round held 1.2 notifications; gathered for 1 ms, the
-/// statements an order went from 0.73 to 0.43. A consumer woken this much later lingers
+/// How long the store's notifier gathers notifications after the first of a round, before it
+/// sends them: appends, enqueues and settles of many tasks come within a millisecond or two
+/// under load, and each statement wakes every other process's listening connection and the
+/// process behind it. Sent as they came, a round held 1.2 notifications; gathered for 1 ms,
+/// the statements an order went from 0.73 to 0.43. A consumer woken this much later lingers
 /// for the arrivals that follow anyway (`ProcessorConfig::linger`).
 const NOTIFY_GATHER: Duration = Duration::from_millis(1);
 
-/// Sends NOTIFYs apart from the writers' transactions (a notifying transaction takes a
-/// cluster-wide lock at commit), coalescing repeats: one per channel and payload per round,
-/// and a round's notifications, gathered for a moment, in one statement.
+/// The store's notifications: appends and enqueues of this schema, each subject (a queue
+/// name, or empty) sent once a round.
 pub(super) struct Notifier {
     schema: String,
-    gather: Duration,
-    pending: Mutex<BTreeSet<(&'static str, String)>>,
-    trigger: Notify,
-    /// Statements sent so far.
-    rounds: AtomicU64,
+    inner: PgNotifier,
 }
 
 impl Notifier {
-    fn new(schema: String, gather: Duration) -> Self {
+    fn start(schema: String, kept: KeptConnections) -> Self {
         Self {
             schema,
-            gather,
-            pending: Mutex::new(BTreeSet::new()),
-            trigger: Notify::new(),
-            rounds: AtomicU64::new(0),
+            inner: PgNotifier::start(kept, NOTIFY_GATHER),
         }
     }
 
     /// Queues a notification on `channel` about `subject` (a queue name, or empty).
     pub(super) fn notify(&self, channel: &'static str, subject: &str) {
-        let payload = format!("{}:{subject}", self.schema);
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((channel, payload));
-        self.trigger.notify_one();
-    }
-
-    async fn run(self: Arc<Self>, kept: KeptConnections) {
-        loop {
-            self.trigger.notified().await;
-            tokio::time::sleep(self.gather).await;
-            let round = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-            if round.is_empty() {
-                continue;
-            }
-            let (channels, payloads): (Vec<&str>, Vec<String>) = round.into_iter().unzip();
-            self.rounds.fetch_add(1, Ordering::Relaxed);
-            if let Err(error) = sqlx::query(sql::NOTIFY_MANY)
-                .bind(channels)
-                .bind(payloads)
-                .execute_on(&kept)
-                .await
-            {
-                tracing::warn!(%error, "could not notify other processes");
-            }
-        }
+        self.inner
+            .notify(channel, subject, format!("{}:{subject}", self.schema));
     }
 }
 
@@ -655,15 +622,6 @@ async fn listen(
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
-    use std::sync::atomic::Ordering;
-    use std::time::Duration;
-
-    use sqlx::postgres::{PgListener, PgPoolOptions};
-
-    use super::{KeptConnections, Notifier, sql};
-
     /// The test database, or `None` (with a notice) when PostgreSQL tests are skipped; as the
     /// integration tests' `support::postgres_url`.
     pub(in crate::postgres) fn url() -> Option<String> {
@@ -677,53 +635,5 @@ pub(super) mod tests {
                 None
             }
         }
-    }
-
-    /// Notifications queued one after another, while the first's gathering lasts, go in one
-    /// statement, each heard by the other processes' listeners.
-    #[tokio::test]
-    async fn notifications_gathered_go_in_one_statement() {
-        let Some(url) = url() else {
-            return;
-        };
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .unwrap();
-        let mut listener = PgListener::connect_with(&pool).await.unwrap();
-        listener.listen(sql::MESSAGES_CHANNEL).await.unwrap();
-        let schema = format!("gathered_{}", cqrs_core::uuid::Uuid::new_v4().simple());
-        // Far longer than the notifications take to queue, so that the count does not depend
-        // on how fast this machine runs them.
-        let notifier = Arc::new(Notifier::new(schema.clone(), Duration::from_millis(500)));
-        let task = tokio::spawn(Arc::clone(&notifier).run(KeptConnections::new(pool.clone(), 1)));
-
-        let queues = ["a", "b", "c", "b", "d"];
-        for queue in queues {
-            notifier.notify(sql::MESSAGES_CHANNEL, queue);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let expected: BTreeSet<String> = queues.iter().map(|q| format!("{schema}:{q}")).collect();
-        let mut heard = BTreeSet::new();
-        while heard.len() < expected.len() {
-            let notification = tokio::time::timeout(Duration::from_secs(10), listener.recv())
-                .await
-                .expect("every notification is sent")
-                .unwrap();
-            if notification.payload().starts_with(&schema) {
-                assert!(
-                    heard.insert(notification.payload().to_owned()),
-                    "a repeat was sent twice"
-                );
-            }
-        }
-        assert_eq!(heard, expected);
-        assert_eq!(
-            notifier.rounds.load(Ordering::Relaxed),
-            1,
-            "one statement for them all"
-        );
-        task.abort();
     }
 }
