@@ -60,6 +60,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "process_saves_in_place",
         sql: include_str!("../migrations/postgres/0010_process_saves_in_place.sql"),
     },
+    Migration {
+        version: 11,
+        name: "messages_updated_in_their_page",
+        sql: include_str!("../migrations/postgres/0011_messages_updated_in_their_page.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

@@ -708,6 +708,53 @@ async fn a_store_that_does_not_listen_holds_no_listening_connection() {
     assert_eq!(taken.len(), 1, "the quiet store reads what the other enqueued");
 }
 
+/// A message taken by a receive is rewritten in its own page (migration 11): its new version
+/// goes beside the old one, where with full pages it went to another page, which cost a lock
+/// record on the old row and a second page dirtied. 100 messages fill several pages.
+#[tokio::test]
+async fn a_message_taken_is_rewritten_in_its_own_page() {
+    use cqrs_core::testing::sample::Remind;
+    use cqrs_core::{Envelope, MessageQueue};
+    let _shared = CLUSTER.read().await;
+    let Some(store) = support::postgres_with("taken_in_place", |options| options.vacuum_every(None)).await
+    else {
+        return;
+    };
+    let messages = (0..100)
+        .map(|n| Envelope::command(Remind::new(format!("{n:0>200}"))).with_session_id(format!("s{n}")))
+        .collect();
+    store.enqueue("q", messages).await.unwrap();
+    let pages = || async {
+        let pages: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, (ctid::text::point)[0]::int8 FROM cqrs_messages WHERE queue = 'q' ORDER BY id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        pages
+    };
+    let before = pages().await;
+    let distinct: HashSet<i64> = before.iter().map(|(_, page)| *page).collect();
+    assert!(
+        distinct.len() > 2,
+        "the messages span several pages: {distinct:?}"
+    );
+
+    let taken = store.receive("q", 100).await.unwrap();
+    assert_eq!(taken.len(), 100);
+    let after = pages().await;
+    let moved: Vec<i64> = before
+        .iter()
+        .zip(&after)
+        .filter(|(old, new)| old != new)
+        .map(|((id, _), _)| *id)
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "taken messages whose new version left their page: {moved:?}"
+    );
+}
+
 /// A store of two connections, one of them its listener's, so that the statements all run on
 /// the other and their table statistics can be flushed before they are read; its queue's
 /// statements are planned with one message in queue `q`.
