@@ -530,6 +530,8 @@ impl PgStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.inner.stop_tasks();
+        // Its last statement goes out on the connections closed below.
+        self.inner.notifier.inner.shutdown().await;
         self.inner.appender.kept.close().await;
         self.inner.reads.close().await;
         self.inner.kept.close().await;

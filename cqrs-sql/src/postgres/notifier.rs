@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::kept::{KeptConnections, OnKept};
 use super::sql;
@@ -21,7 +22,8 @@ use super::sql;
 /// last. A notification is best effort, as every `NOTIFY` is: a listener that lost its
 /// connection misses what was sent meanwhile, so listeners also poll.
 ///
-/// Closing or dropping the notifier sends what is queued, then stops its task.
+/// Closing or dropping the notifier sends what is queued, then stops its task;
+/// [`shutdown`](Self::shutdown) also waits for that last statement.
 ///
 /// ```no_run
 /// # async fn example(pool: sqlx::PgPool) {
@@ -38,13 +40,15 @@ use super::sql;
 #[derive(Debug)]
 pub struct PgNotifier {
     shared: Arc<Shared>,
+    /// The sending task, until [`shutdown`](Self::shutdown) waits for it.
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     round: Mutex<Round>,
     trigger: Notify,
-    /// Statements sent so far.
+    /// Statements run so far (sent, or failed).
     statements: AtomicU64,
 }
 
@@ -63,8 +67,11 @@ impl PgNotifier {
     /// runtime: the task is spawned there.
     pub fn start(kept: KeptConnections, gather: Duration) -> Self {
         let shared = Arc::new(Shared::default());
-        tokio::spawn(run(Arc::clone(&shared), kept, gather));
-        Self { shared }
+        let task = tokio::spawn(run(Arc::clone(&shared), kept, gather));
+        Self {
+            shared,
+            task: Mutex::new(Some(task)),
+        }
     }
 
     /// Queues `payload` on `channel`, in place of anything queued under `key` on that channel
@@ -77,7 +84,7 @@ impl PgNotifier {
         self.shared.trigger.notify_one();
     }
 
-    /// How many statements the notifier has sent.
+    /// How many statements the notifier has run (sent, or failed).
     pub fn statements(&self) -> u64 {
         self.shared.statements.load(Ordering::Relaxed)
     }
@@ -87,6 +94,17 @@ impl PgNotifier {
     pub fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.trigger.notify_one();
+    }
+
+    /// [`close`](Self::close)s, then waits until what was queued has been sent (or failed to
+    /// be): call it before closing the connections it sends on.
+    pub async fn shutdown(&self) {
+        self.close();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            // The task never panics; an abort elsewhere leaves nothing to wait for.
+            let _ = task.await;
+        }
     }
 }
 
@@ -117,7 +135,6 @@ async fn run(shared: Arc<Shared>, kept: KeptConnections, gather: Duration) {
                 .into_iter()
                 .map(|((channel, _), payload)| (channel, payload))
                 .unzip();
-            shared.statements.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = sqlx::query(sql::NOTIFY_MANY)
                 .bind(channels)
                 .bind(payloads)
@@ -126,6 +143,7 @@ async fn run(shared: Arc<Shared>, kept: KeptConnections, gather: Duration) {
             {
                 tracing::warn!(%error, "could not notify other processes");
             }
+            shared.statements.fetch_add(1, Ordering::Relaxed);
         }
         if closed {
             return;
@@ -173,6 +191,10 @@ mod tests {
             .collect();
         let heard = hear(&mut listener, &run, expected.len()).await;
         assert_eq!(heard, expected, "b's first payload was replaced by its last");
+        // Heard at the statement's commit, counted once its answer is back.
+        while notifier.statements() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(notifier.statements(), 1, "one statement for them all");
 
         // Dropped with a notification queued: it is sent all the same, gathering or not.
@@ -180,6 +202,14 @@ mod tests {
         drop(notifier);
         let heard = hear(&mut listener, &run, 1).await;
         assert_eq!(heard, BTreeSet::from([format!("{run}:e1")]));
+
+        // Shut down: the last statement has run when `shutdown` returns.
+        let notifier = PgNotifier::start(KeptConnections::new(pool.clone(), 1), Duration::from_secs(60));
+        notifier.notify(channel, "f", format!("{run}:f1"));
+        notifier.shutdown().await;
+        assert_eq!(notifier.statements(), 1, "sent without waiting out the gathering");
+        let heard = hear(&mut listener, &run, 1).await;
+        assert_eq!(heard, BTreeSet::from([format!("{run}:f1")]));
     }
 
     /// The next `count` payloads of this run heard by `listener`, each once.
