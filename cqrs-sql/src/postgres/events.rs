@@ -329,3 +329,120 @@ impl SnapshotStore for PgStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cqrs_core::testing::sample::{InventoryEvent, SeatsAdded};
+    use cqrs_core::uuid::Uuid;
+    use cqrs_core::{Codec, EventMetadata, EventSet, ExpectedVersion, NewEvent, StreamId};
+    use sqlx::{PgConnection, Postgres, Transaction};
+
+    use crate::error::is_unique_violation;
+    use crate::group::AppendRequest;
+    use crate::postgres::{PgOptions, PgStore};
+
+    fn new_event() -> NewEvent {
+        let event: InventoryEvent = SeatsAdded {
+            seat_type: 1,
+            quantity: 1,
+        }
+        .into();
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            payload: event.encode(Codec::Json).unwrap(),
+            metadata: EventMetadata::default(),
+        }
+    }
+
+    fn first_append(stream: &str) -> AppendRequest {
+        AppendRequest {
+            stream: StreamId::new(stream),
+            stream_type: "Test".to_owned(),
+            expected: ExpectedVersion::Exact(-1),
+            events: vec![new_event()],
+        }
+    }
+
+    /// Another writer's first event of `stream`, the `ordinal`-th of its transaction.
+    async fn insert_first(other: &mut PgConnection, stream: &str, ordinal: i64) -> Result<(), sqlx::Error> {
+        let event = new_event();
+        sqlx::query(
+            "INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name, \
+             schema_version, codec, payload, metadata, recorded_at) \
+             VALUES ((pg_current_xact_id()::text::bigint << 20) + $1, $2, $3, 'Test', 0, $4, 1, 'json', $5, '{}', now())",
+        )
+        .bind(ordinal)
+        .bind(event.event_id)
+        .bind(stream)
+        .bind(&event.payload.name)
+        .bind(event.payload.bytes.as_ref())
+        .execute(other)
+        .await
+        .map(|_| ())
+    }
+
+    async fn waiting_for(other: &mut Transaction<'_, Postgres>, store: &PgStore) -> bool {
+        let xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(&mut **other)
+            .await
+            .unwrap();
+        let waiters: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted \
+             AND transactionid::text::bigint = $1",
+        )
+        .bind(xid)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        waiters > 0
+    }
+
+    /// A batch appending to streams `b` and `a` races another writer that appends to `a`, then
+    /// `b`. The batch inserts in the streams' order: it waits for the other writer's entry of
+    /// `a` while holding none of `b`, so the other writer goes on, and the batch fails on a
+    /// unique violation (the appends are then tried one by one) once it commits. Inserted in the
+    /// batch's order, each waited for the other: a deadlock, broken after a second by failing
+    /// the batch with a transient error.
+    #[tokio::test]
+    async fn batches_racing_for_the_same_streams_wait_rather_than_deadlock() {
+        let Some(url) = crate::postgres::tests::url() else {
+            return;
+        };
+        let schema = format!("cqrs_test_append_order_{}", Uuid::now_v7().simple());
+        let store = PgStore::connect_with(PgOptions::new(url).schema(schema))
+            .await
+            .unwrap();
+        let mut other = store.pool().begin().await.unwrap();
+        insert_first(&mut other, "a", 1).await.unwrap();
+
+        let appender = store.inner.appender.clone();
+        let batch = tokio::spawn(async move {
+            appender
+                .try_write(&[first_append("b"), first_append("a")])
+                .await
+                .map(|_| ())
+        });
+        for _ in 0..1000 {
+            if waiting_for(&mut other, &store).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(waiting_for(&mut other, &store).await, "the batch waits for `a`");
+
+        insert_first(&mut other, "b", 2)
+            .await
+            .expect("the waiting batch holds no entry of `b`");
+        other.commit().await.unwrap();
+        let error = batch
+            .await
+            .unwrap()
+            .expect_err("`a` and `b` have their first events");
+        assert!(
+            is_unique_violation(&error),
+            "a unique violation, not a deadlock: {error}"
+        );
+    }
+}

@@ -18,6 +18,14 @@ pub(super) const CHANNEL: &str = "cqrs_appended";
 /// the caller derives the positions (the id shifted left by 20 bits, plus the event's ordinal
 /// in the batch).
 ///
+/// The events are inserted in the order of their streams' ids, whatever the batch's order: two
+/// batches racing for the same streams then wait for each other's entries in the `(stream_id,
+/// version)` key in the same order, and the later one fails on a unique violation once the
+/// first commits. Inserted in each batch's own order, a batch with streams A then B and another
+/// with B then A each waited for the other: a deadlock, which PostgreSQL breaks only after
+/// `deadlock_timeout` (1 s) by failing one batch whole, every append in it with a transient
+/// error (under load, once in 20,000 orders).
+///
 /// No NOTIFY here: a notifying transaction takes a cluster-wide lock at commit, which would
 /// serialize concurrent appends (flushes included). The notification is sent apart, coalesced.
 pub(super) const APPEND_BATCH: &str = "WITH appends AS (
@@ -36,7 +44,7 @@ pub(super) const APPEND_BATCH: &str = "WITH appends AS (
                                  schema_version, codec, payload, metadata, recorded_at)
         SELECT position, event_id, stream_id, stream_type, version, name, schema_version, codec, payload,
                metadata::jsonb, $13
-        FROM new
+        FROM new ORDER BY stream_id, version
     ), outbox AS (
         INSERT INTO cqrs_outbox (position, stream_id, version) SELECT position, stream_id, version FROM new
     )
