@@ -264,8 +264,9 @@ pub trait EventOutbox: Send + Sync {
     /// Records that `events` were published: events as [`unpublished`](Self::unpublished)
     /// answered them, each stream's a run of its oldest unpublished ones. The default marks each
     /// stream up to its last version among them ([`mark_published_many`](Self::mark_published_many));
-    /// a backend whose outbox is keyed by position removes exactly these events' entries, with
-    /// no walk down each stream.
+    /// a backend whose outbox is keyed by position removes exactly these events' entries, and
+    /// one whose outbox is a position in the log moves it past them (holding back the events it
+    /// passes that are not among them), with no walk down each stream.
     fn mark_events_published(&self, events: &[&StoredEvent]) -> impl Future<Output = Result<()>> + Send {
         let mut last: std::collections::HashMap<&StreamId, i64> = std::collections::HashMap::new();
         for event in events {

@@ -5,11 +5,11 @@
 //! | feature | type | what it is |
 //! |---|---|---|
 //! | `sqlite` (default) | `SqliteStore`, `SqliteReaders` | the embedded default: one file, WAL, one writer connection on a thread of its own (`BEGIN IMMEDIATE`, group commit), readers used on the calling thread; `SqliteReaders` offers the same readers for an application's own SQLite files |
-//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; what a process's tasks ask at once (loads, saves, completions, enqueues) served in one statement; the busiest statements on connections kept between them (`KeptConnections`, `pg_pool_options`: no round trip to check a connection in use); LISTEN/NOTIFY wake-ups |
+//! | `postgres` | `PgStore` | scale-out: several processes share one database; one-statement appends; gap-safe reads of the global log; an outbox that is a position in it; what a process's tasks ask at once (loads, saves, completions, enqueues) served in one statement; the busiest statements on connections kept between them (`KeptConnections`, `pg_pool_options`: no round trip to check a connection in use); LISTEN/NOTIFY wake-ups |
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:
-//! `EventReader`, `EventAppender` and `EventOutbox` (the outbox rows are written by the append
-//! itself; concurrent appends share commits through group commit, and on SQLite so do the
+//! `EventReader`, `EventAppender` and `EventOutbox` (on SQLite the append itself writes the
+//! outbox rows, on PostgreSQL the outbox is a position the publisher moves; concurrent appends share commits through group commit, and on SQLite so do the
 //! other writes: queue settles, enqueues, outbox marks, process saves), `SnapshotStore`,
 //! `ProcessStore` (state and undispatched commands in one transaction), `InboxStore`,
 //! `CheckpointStore`, and the message transport `MessageQueue`, `Topics` and `DeadLetters`

@@ -65,6 +65,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "messages_updated_in_their_page",
         sql: include_str!("../migrations/postgres/0011_messages_updated_in_their_page.sql"),
     },
+    Migration {
+        version: 12,
+        name: "outbox_as_a_position",
+        sql: include_str!("../migrations/postgres/0012_outbox_as_a_position.sql"),
+    },
 ];
 
 #[cfg(feature = "sqlite")]

@@ -9,11 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use cqrs_core::testing::conformance;
-use cqrs_core::testing::sample::{InventoryEvent, SeatsAdded};
 use cqrs_core::uuid::Uuid;
-use cqrs_core::{
-    Codec, EventAppender, EventMetadata, EventReader, EventSet, ExpectedVersion, NewEvent, StreamId,
-};
+use cqrs_core::{Codec, EventAppender, EventReader, ExpectedVersion, StreamId};
 use cqrs_sql::PgStore;
 use tokio::sync::RwLock;
 
@@ -130,19 +127,6 @@ async fn migrations_are_idempotent_and_bad_schema_names_are_refused() {
     assert!(error.to_string().contains("invalid schema name"), "{error}");
 }
 
-fn one_event(n: u32) -> Vec<NewEvent> {
-    let event: InventoryEvent = SeatsAdded {
-        seat_type: n,
-        quantity: 1,
-    }
-    .into();
-    vec![NewEvent {
-        event_id: Uuid::now_v7(),
-        payload: event.encode(Codec::Json).unwrap(),
-        metadata: EventMetadata::default(),
-    }]
-}
-
 /// Reads the whole log from `after` on, as a subscription does.
 async fn read_from(store: &PgStore, after: &mut u64, seen: &mut Vec<(StreamId, i64, u64)>) {
     loop {
@@ -170,22 +154,7 @@ async fn a_subscription_never_skips_an_event_that_commits_late() {
     // The early transaction: assigned its position first, committed last.
     let mut early = store.pool().begin().await.unwrap();
     let early_stream = StreamId::new("early");
-    let event: InventoryEvent = SeatsAdded {
-        seat_type: 0,
-        quantity: 1,
-    }
-    .into();
-    sqlx::query(
-        "INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name, schema_version, \
-         codec, payload, metadata, recorded_at) \
-         VALUES ((pg_current_xact_id()::text::bigint << 20) + 1, $1, 'early', 'Test', 0, $2, 1, 'json', $3, '{}', now())",
-    )
-    .bind(Uuid::now_v7())
-    .bind(event.name())
-    .bind(event.encode(Codec::Json).unwrap().bytes.to_vec())
-    .execute(&mut *early)
-    .await
-    .unwrap();
+    support::insert_in_transaction(&mut early, early_stream.as_str(), 0).await;
 
     let writers = (0..8).map(|w| {
         let store = store.clone();
@@ -193,7 +162,12 @@ async fn a_subscription_never_skips_an_event_that_commits_late() {
             let stream = StreamId::new(format!("writer-{w}"));
             for version in 0..25 {
                 store
-                    .append(&stream, "Test", ExpectedVersion::Exact(version - 1), one_event(w))
+                    .append(
+                        &stream,
+                        "Test",
+                        ExpectedVersion::Exact(version - 1),
+                        support::one_event(w),
+                    )
                     .await
                     .unwrap();
             }
@@ -454,7 +428,7 @@ async fn streams_loaded_together_each_get_their_own_events() {
     // stream that does not exist is asked for too.
     let streams: Vec<StreamId> = (0..48).map(|i| StreamId::new(format!("load-{i}"))).collect();
     for (i, stream) in streams.iter().enumerate() {
-        let events = (0..=i as u32).flat_map(one_event).collect();
+        let events = (0..=i as u32).flat_map(support::one_event).collect();
         store
             .append(stream, "Sample", ExpectedVersion::Exact(-1), events)
             .await
@@ -596,6 +570,8 @@ async fn a_store_vacuums_the_tables_it_churns_through() {
     let expected = [
         "cqrs_messages",
         "cqrs_outbox",
+        "cqrs_outbox_ahead",
+        "cqrs_outbox_position",
         "cqrs_process_commands",
         "cqrs_processes",
     ];

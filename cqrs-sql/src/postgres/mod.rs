@@ -261,6 +261,8 @@ struct Inner {
     /// Vacuums the churned tables, if asked.
     vacuum: Option<tokio::task::JoinHandle<()>>,
     appended: Arc<Notify>,
+    /// Whether the outbox's last pass saw events waiting for older transactions.
+    waiting: events::WaitingEvents,
     /// Wakes `appended` and `wakers` on other processes' notifications, if listening.
     listener: Option<tokio::task::JoinHandle<()>>,
     schema: String,
@@ -290,8 +292,11 @@ impl Drop for Inner {
 /// Event store, outbox, snapshot store, process store and inbox in one PostgreSQL database,
 /// shared by any number of processes.
 ///
-/// - An append is one statement: the version check, the events and the outbox rows together;
-///   concurrent appends are not serialized by any lock of ours.
+/// - An append is one statement: the version check and the events together; concurrent
+///   appends are not serialized by any lock of ours.
+/// - The outbox is a position in the log, moved by the publisher's marks: every event at or below
+///   it is published but for the few held back (a stream the bus refused), so an append writes no
+///   outbox row. It answers events gap-safe, as `read_all` does.
 /// - [`read_all`](cqrs_core::EventReader::read_all) is gap-safe: it never returns an event while
 ///   a transaction that could still commit an event before it is running, so a subscription
 ///   never skips an event that committed late. Positions increase but are not dense.
@@ -449,6 +454,7 @@ impl PgStore {
                 pool,
                 kept,
                 appended,
+                waiting: events::WaitingEvents::default(),
                 listener,
                 schema,
             }),

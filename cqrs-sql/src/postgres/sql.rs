@@ -12,7 +12,7 @@ pub(super) const CHANNEL: &str = "cqrs_appended";
 
 /// One statement per batch of appends to distinct streams (a single append is a batch of
 /// one): each append's expected version is checked (NULL: any), and the events of the appends
-/// that pass are inserted with their outbox rows. The caller gives each event its append's index
+/// that pass are inserted (no outbox row: the outbox is a position, see [`UNPUBLISHED`]). The caller gives each event its append's index
 /// and its place in that append (1, 2, …), so nothing is sorted or numbered here. One row per
 /// append: its index and the stream's version before; and the transaction's id, from which
 /// the caller derives the positions (the id shifted left by 20 bits, plus the event's ordinal
@@ -45,8 +45,6 @@ pub(super) const APPEND_BATCH: &str = "WITH appends AS (
         SELECT position, event_id, stream_id, stream_type, version, name, schema_version, codec, payload,
                metadata::jsonb, $13
         FROM new ORDER BY stream_id, version
-    ), outbox AS (
-        INSERT INTO cqrs_outbox (position, stream_id, version) SELECT position, stream_id, version FROM new
     )
     SELECT idx, v AS actual, pg_current_xact_id()::text::bigint AS xact FROM appends ORDER BY idx";
 
@@ -81,33 +79,76 @@ pub(super) const LOAD_STREAMS: &str = concat!(
 /// The column of [`LOAD_STREAMS`] that holds the request's ordinal.
 pub(super) const LOAD_STREAMS_REQUEST: usize = 11;
 
+/// The bound of the gap-safe reads: every transaction that could still commit an event below
+/// it has ended (an event's position is its transaction's id shifted left by 20 bits).
+macro_rules! safe_bound {
+    () => {
+        "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
+    };
+}
+
 /// Only events of transactions older than every running one: no transaction that could still
 /// commit an event below these positions exists.
 pub(super) const READ_ALL: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM cqrs_events WHERE position > $1 \
-     AND position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) \
-     ORDER BY position LIMIT $2"
+     AND position < ",
+    safe_bound!(),
+    " ORDER BY position LIMIT $2"
 );
-/// The oldest unpublished events, each looked up by its position. `OFFSET 0` keeps the lookup a
-/// nested loop: joined plainly, the planner merges the outbox with the whole log, reading it
-/// from its first event up to the outbox's (3 ms per call at 8,000 events, growing with it).
-/// The columns are `event_columns!`, in its order.
-pub(super) const UNPUBLISHED: &str = "SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, \
-     e.name, e.schema_version, e.codec, e.payload, e.metadata::text AS metadata, e.recorded_at \
-     FROM (SELECT position FROM cqrs_outbox ORDER BY position LIMIT $1) o, \
-          LATERAL (SELECT * FROM cqrs_events ev WHERE ev.position = o.position OFFSET 0) e \
-     ORDER BY o.position";
+/// The oldest unpublished events. The outbox is a position (`cqrs_outbox_position`): every event
+/// at or below it is published but for those still in `cqrs_outbox` (held back: the bus refused
+/// their stream), and those above it are not, but for those in `cqrs_outbox_ahead` (streams
+/// marked one at a time). So the answer is the held-back events, each looked up by its position,
+/// then the events above the position, read as [`READ_ALL`] reads them: gap-safe, never one
+/// while a transaction that could still commit an event below it runs.
+///
+/// One row has all its event columns NULL: its last column, `waiting` (at
+/// [`UNPUBLISHED_WAITING`]), says whether committed events wait above the gap-safe bound (for older transactions to end),
+/// the publisher's cue to look again soon. In every row after it, the columns are
+/// `event_columns!`, in its order. `OFFSET 0` keeps each held-back lookup a nested loop: joined
+/// plainly, the planner merges them with the whole log.
+pub(super) const UNPUBLISHED: &str = concat!(
+    "WITH mark AS (SELECT position FROM cqrs_outbox_position) \
+     SELECT NULL::int8 AS position, NULL::uuid AS event_id, NULL AS stream_id, NULL AS stream_type, \
+            NULL::int8 AS version, NULL AS name, NULL::int4 AS schema_version, NULL AS codec, \
+            NULL::bytea AS payload, NULL AS metadata, NULL::timestamptz AS recorded_at, \
+            EXISTS (SELECT 1 FROM cqrs_events x WHERE x.position >= ",
+    safe_bound!(),
+    ") AS waiting \
+     UNION ALL \
+     (SELECT e.position, e.event_id, e.stream_id, e.stream_type, e.version, e.name, e.schema_version, \
+             e.codec, e.payload, e.metadata::text, e.recorded_at, NULL \
+      FROM ((SELECT ev.* FROM (SELECT o.position FROM cqrs_outbox o \
+                                WHERE o.position <= (SELECT position FROM mark) \
+                                ORDER BY o.position LIMIT $1) o, \
+                               LATERAL (SELECT * FROM cqrs_events ev WHERE ev.position = o.position OFFSET 0) ev) \
+            UNION ALL \
+            (SELECT ev.* FROM cqrs_events ev \
+             WHERE ev.position > (SELECT position FROM mark) AND ev.position < ",
+    safe_bound!(),
+    " AND NOT EXISTS (SELECT 1 FROM cqrs_outbox_ahead a WHERE a.position = ev.position) \
+             ORDER BY ev.position LIMIT $1)) e \
+      ORDER BY e.position LIMIT $1)"
+);
+
+/// The column of [`UNPUBLISHED`] that says whether events wait for older transactions.
+pub(super) const UNPUBLISHED_WAITING: usize = 11;
+
 /// Marks streams published up to a version (arrays of stream ids and versions). For each, the
-/// walk goes down the events' (stream_id, version) key from the marked version and stops below
-/// the first one no longer in the outbox (the versions under it were published before it),
-/// never scanning the outbox itself.
+/// walk goes down the events' (stream_id, version) key from the marked version while the event
+/// it stands on is unpublished (above the outbox's position and not ahead, or at or below it and
+/// held back), and stops on the first one published: a stream is published in order, so the
+/// versions under it were published before it. The walked events above the position are
+/// recorded as published ahead of it; the held-back ones (and any outbox row a writer of the
+/// schema before the position wrote) are deleted.
 ///
 /// Each step is a lookup the planner cannot turn into a join: a `LATERAL` subquery with a
-/// `LIMIT`, and a scalar subquery. Written as plain joins, PostgreSQL hashed the whole events
+/// `LIMIT`, and scalar subqueries. Written as plain joins, PostgreSQL hashed the whole events
 /// table at every mark (it guesses the walk long), a sequential scan growing with the log.
-pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(stream_id, version, position) AS (
+pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE mark AS (SELECT position FROM cqrs_outbox_position),
+    walk(stream_id, version, position) AS (
         SELECT e.stream_id, e.version, e.position
         FROM UNNEST($1::text[], $2::int8[]) AS m(stream_id, version),
              LATERAL (SELECT ev.stream_id, ev.version, ev.position FROM cqrs_events ev
@@ -118,12 +159,42 @@ pub(super) const MARK_PUBLISHED: &str = "WITH RECURSIVE walk(stream_id, version,
         FROM walk w,
              LATERAL (SELECT ev.stream_id, ev.version, ev.position FROM cqrs_events ev
                       WHERE ev.stream_id = w.stream_id AND ev.version = w.version - 1 LIMIT 1) e
-        WHERE (SELECT true FROM cqrs_outbox o WHERE o.position = w.position)
+        WHERE CASE WHEN w.position > (SELECT position FROM mark)
+                   THEN NOT EXISTS (SELECT 1 FROM cqrs_outbox_ahead a WHERE a.position = w.position)
+                   ELSE EXISTS (SELECT 1 FROM cqrs_outbox o WHERE o.position = w.position) END
+    ), ahead AS (
+        INSERT INTO cqrs_outbox_ahead (position)
+        SELECT position FROM walk WHERE position > (SELECT position FROM mark)
+        ON CONFLICT (position) DO NOTHING
     )
     DELETE FROM cqrs_outbox WHERE position = ANY (ARRAY(SELECT position FROM walk))";
 
-/// Removes published events from the outbox by their positions (an array): a key lookup each.
-pub(super) const REMOVE_PUBLISHED: &str = "DELETE FROM cqrs_outbox WHERE position = ANY ($1::int8[])";
+/// Records that the events at these positions (an array: a publisher's pass, each stream's a run
+/// of its oldest unpublished events) were published, in one statement. The outbox's position
+/// moves up to the highest of them, and remembers where it was (`previous`, set from the row's
+/// latest version even when another publisher moved it meanwhile). The events it moves past that
+/// are neither among them nor published ahead are held back: a row each in `cqrs_outbox`. The
+/// positions it moved past leave `cqrs_outbox_ahead`, and the held-back events among these leave
+/// `cqrs_outbox`. Every event it moves past has committed: each is below an event the pass read
+/// gap-safe. The usual pass writes one row (a heap-only update), where a row an event was
+/// inserted, indexed and deleted before.
+pub(super) const ADVANCE_PUBLISHED: &str = "WITH marked AS (
+        SELECT position FROM UNNEST($1::int8[]) AS m(position)
+    ), moved AS (
+        UPDATE cqrs_outbox_position
+        SET previous = position, position = GREATEST(position, (SELECT MAX(position) FROM marked))
+        RETURNING previous, position
+    ), held AS (
+        INSERT INTO cqrs_outbox (position, stream_id, version)
+        SELECT ev.position, ev.stream_id, ev.version FROM moved, cqrs_events ev
+        WHERE ev.position > moved.previous AND ev.position <= moved.position
+          AND NOT EXISTS (SELECT 1 FROM marked m WHERE m.position = ev.position)
+          AND NOT EXISTS (SELECT 1 FROM cqrs_outbox_ahead a WHERE a.position = ev.position)
+        ON CONFLICT (position) DO NOTHING
+    ), passed AS (
+        DELETE FROM cqrs_outbox_ahead a USING moved WHERE a.position <= moved.position
+    )
+    DELETE FROM cqrs_outbox o USING marked m WHERE o.position = m.position";
 
 pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, schema_version, codec, bytes, taken_at \
      FROM cqrs_snapshots WHERE stream_id = $1";

@@ -1,11 +1,13 @@
 //! Vacuuming the tables a running system churns through.
 //!
-//! Every message enqueued is deleted when completed, every outbox row when published, every
-//! process command when sent; every process save updates its row. The dead rows stay in the
-//! tables and their indexes until VACUUM, and autovacuum looks at a database once a minute at
-//! best (`autovacuum_naptime`), then only past a fifth of the table's size. Meanwhile a queue's
-//! receive walks every dead entry of its due messages: under 200 orders a second, a receive
-//! grew from a fraction of a millisecond to 2.6 ms on average, and the outbox's walk likewise.
+//! Every message enqueued is deleted when completed, every event held back in the outbox (or
+//! published ahead of its position) when the position passes it, every process command when
+//! sent; every process save updates its row, and every publisher's pass the outbox's position.
+//! The dead rows stay in the tables and their indexes until VACUUM, and autovacuum looks at a
+//! database once a minute at best (`autovacuum_naptime`), then only past a fifth of the table's
+//! size. Meanwhile a queue's receive walks every dead entry of its due messages: under 200
+//! orders a second, a receive grew from a fraction of a millisecond to 2.6 ms on average, and
+//! the outbox's walk (when it held a row an event) likewise.
 //! A store vacuums these tables itself, every few seconds: each vacuum is cheap when little
 //! is dead, and `SKIP_LOCKED` lets one that another process is running go by.
 //!
@@ -19,9 +21,11 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 /// The tables vacuumed, each with its statement.
-const CHURNED: [&str; 4] = [
+const CHURNED: [&str; 6] = [
     "VACUUM (SKIP_LOCKED, TRUNCATE false) cqrs_messages",
     "VACUUM (SKIP_LOCKED, TRUNCATE false) cqrs_outbox",
+    "VACUUM (SKIP_LOCKED, TRUNCATE false) cqrs_outbox_ahead",
+    "VACUUM (SKIP_LOCKED, TRUNCATE false) cqrs_outbox_position",
     "VACUUM (SKIP_LOCKED, TRUNCATE false) cqrs_process_commands",
     "VACUUM (SKIP_LOCKED, TRUNCATE false) cqrs_processes",
 ];

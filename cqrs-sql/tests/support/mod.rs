@@ -53,6 +53,53 @@ pub(crate) async fn postgres_with(
     Some(store)
 }
 
+/// One event to append, its seat type `n`.
+///
+/// # Panics
+/// Never: the sample event encodes.
+pub(crate) fn one_event(n: u32) -> Vec<cqrs_core::NewEvent> {
+    use cqrs_core::EventSet;
+    let event: cqrs_core::testing::sample::InventoryEvent = cqrs_core::testing::sample::SeatsAdded {
+        seat_type: n,
+        quantity: 1,
+    }
+    .into();
+    vec![cqrs_core::NewEvent {
+        event_id: cqrs_core::uuid::Uuid::now_v7(),
+        payload: event.encode(cqrs_core::Codec::Json).unwrap(),
+        metadata: cqrs_core::EventMetadata::default(),
+    }]
+}
+
+/// Inserts, in another writer's transaction, an event of `stream` at `version` as an append
+/// would: at the transaction's position (its id shifted left by 20 bits, plus 1). Until that
+/// transaction commits, a gap-safe reader answers no event after it.
+///
+/// # Panics
+/// When the insert fails.
+#[cfg(feature = "postgres")]
+pub(crate) async fn insert_in_transaction(transaction: &mut sqlx::PgConnection, stream: &str, version: i64) {
+    use cqrs_core::EventSet;
+    let event: cqrs_core::testing::sample::InventoryEvent = cqrs_core::testing::sample::SeatsAdded {
+        seat_type: 0,
+        quantity: 1,
+    }
+    .into();
+    sqlx::query(
+        "INSERT INTO cqrs_events (position, event_id, stream_id, stream_type, version, name, schema_version, \
+         codec, payload, metadata, recorded_at) \
+         VALUES ((pg_current_xact_id()::text::bigint << 20) + 1, $1, $2, 'Test', $3, $4, 1, 'json', $5, '{}', now())",
+    )
+    .bind(cqrs_core::uuid::Uuid::now_v7())
+    .bind(stream)
+    .bind(version)
+    .bind(event.name())
+    .bind(event.encode(cqrs_core::Codec::Json).unwrap().bytes.to_vec())
+    .execute(transaction)
+    .await
+    .unwrap();
+}
+
 /// Stored events that cannot be read: `(case, name, codec tag, payload)`.
 pub(crate) const CORRUPT_ROWS: [(&str, &str, &str, &[u8]); 3] = [
     ("bad-json", "sample.SeatsAdded", "json", b"{not json"),
