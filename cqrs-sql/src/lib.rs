@@ -9,8 +9,9 @@
 //!
 //! A store implements the storage and transport traits of `cqrs-core` over one database:
 //! `EventReader`, `EventAppender` and `EventOutbox` (on SQLite the append itself writes the
-//! outbox rows, on PostgreSQL the outbox is a position the publisher moves; concurrent appends share commits through group commit, and on SQLite so do the
-//! other writes: queue settles, enqueues, outbox marks, process saves), `SnapshotStore`,
+//! outbox rows, on PostgreSQL the outbox is a position the publisher moves; concurrent appends
+//! share commits through group commit, and on SQLite so do the other writes: queue settles,
+//! enqueues, outbox marks, process saves), `SnapshotStore`,
 //! `ProcessStore` (state and undispatched commands in one transaction), `InboxStore`,
 //! `CheckpointStore`, and the message transport `MessageQueue`, `Topics` and `DeadLetters`
 //! (sessions, delays, time to live, leases fenced by delivery count), and `Leases` (advisory

@@ -11,8 +11,10 @@ CREATE TABLE cqrs_outbox_position (
     -- The position before the last move, so that one statement can move it and know from where.
     previous BIGINT NOT NULL
 );
--- Every event committed so far is published unless it still has its outbox row, and so is every
--- event of a transaction still running (a writer of the earlier schema also writes its row).
+-- The position starts at the last event committed. Every event at or below it is published
+-- unless it has its outbox row: the earlier schema wrote one with each event, in the event's
+-- own transaction, so an event whose transaction is still running gets its row too. (No writer
+-- of this schema runs yet: every store applies the migrations before it appends.)
 INSERT INTO cqrs_outbox_position (position, previous)
 SELECT COALESCE(MAX(position), 0), COALESCE(MAX(position), 0) FROM cqrs_events;
 CREATE TABLE cqrs_outbox_ahead (position BIGINT PRIMARY KEY);

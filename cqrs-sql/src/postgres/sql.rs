@@ -12,11 +12,11 @@ pub(super) const CHANNEL: &str = "cqrs_appended";
 
 /// One statement per batch of appends to distinct streams (a single append is a batch of
 /// one): each append's expected version is checked (NULL: any), and the events of the appends
-/// that pass are inserted (no outbox row: the outbox is a position, see [`UNPUBLISHED`]). The caller gives each event its append's index
-/// and its place in that append (1, 2, …), so nothing is sorted or numbered here. One row per
-/// append: its index and the stream's version before; and the transaction's id, from which
-/// the caller derives the positions (the id shifted left by 20 bits, plus the event's ordinal
-/// in the batch).
+/// that pass are inserted (no outbox row: the outbox is a position, see [`UNPUBLISHED`]). The
+/// caller gives each event its append's index and its place in that append (1, 2, …), so
+/// nothing is numbered here. One row per append: its index and the stream's version before;
+/// and the transaction's id, from which the caller derives the positions (the id shifted left
+/// by 20 bits, plus the event's ordinal in the batch).
 ///
 /// The events are inserted in the order of their streams' ids, whatever the batch's order: two
 /// batches racing for the same streams then wait for each other's entries in the `(stream_id,
@@ -105,9 +105,9 @@ pub(super) const READ_ALL: &str = concat!(
 /// while a transaction that could still commit an event below it runs.
 ///
 /// One row has all its event columns NULL: its last column, `waiting` (at
-/// [`UNPUBLISHED_WAITING`]), says whether committed events wait above the gap-safe bound (for older transactions to end),
-/// the publisher's cue to look again soon. In every row after it, the columns are
-/// `event_columns!`, in its order. `OFFSET 0` keeps each held-back lookup a nested loop: joined
+/// [`UNPUBLISHED_WAITING`]), says whether committed events wait above the gap-safe bound for
+/// older transactions to end, the publisher's cue to look again soon. In every other row, the
+/// columns are `event_columns!`, in its order. `OFFSET 0` keeps each held-back lookup a nested loop: joined
 /// plainly, the planner merges them with the whole log.
 pub(super) const UNPUBLISHED: &str = concat!(
     "WITH mark AS (SELECT position FROM cqrs_outbox_position) \
