@@ -345,7 +345,8 @@ impl EventOutbox for PgStore {
     }
 
     /// On an append of this process or a notification of another's; and, while the last pass
-    /// saw events waiting for older transactions, after a short wait ([`WaitingEvents`]).
+    /// saw events waiting for older transactions, after a short wait: 1 ms, doubling with each
+    /// such pass up to 256 ms.
     async fn appended(&self) {
         match self.inner.waiting.next_look() {
             None => self.inner.appended.notified().await,
