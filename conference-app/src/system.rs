@@ -235,13 +235,15 @@ impl<S: Backend> std::fmt::Debug for System<S> {
     }
 }
 
-/// An event bus that tells the projections when it published (and their shared log that it
-/// grew).
+/// An event bus that tells the projections when it published: those of this process at once
+/// (and their shared log that it grew), those of the other processes through the read models'
+/// announcements.
 #[derive(Debug, Clone)]
 struct Announcing<B, S> {
     inner: B,
     published: watch::Sender<u64>,
     log: SharedLog<S>,
+    documents: Documents,
 }
 
 impl<B: EventBus, S: Send + Sync> EventBus for Announcing<B, S> {
@@ -249,6 +251,7 @@ impl<B: EventBus, S: Send + Sync> EventBus for Announcing<B, S> {
         self.inner.publish(events).await?;
         self.log.invalidate();
         self.published.send_modify(|n| *n += 1);
+        self.documents.announce_published();
         Ok(())
     }
 }
@@ -377,6 +380,34 @@ impl<S: Backend> System<S> {
                 }
             }
             Ok(d)
+        }
+    }
+
+    /// Wakes this process's projections, until `shutdown`, whenever another process's publisher
+    /// announces that it published: the publisher runs in whichever worker holds its lease, and
+    /// the projections in others polled every 250 ms, which a two-worker deployment paid in
+    /// every wait for a read model (a priced order 138 ms at 20 orders a second, where one
+    /// worker took 13).
+    fn follow_publications_elsewhere(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let mut elsewhere = self.documents.publications_elsewhere();
+        let (log, published) = (self.log.clone(), self.published.clone());
+        async move {
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    changed = elsewhere.changed() => {
+                        if changed.is_err() {
+                            return Ok(());
+                        }
+                        log.invalidate();
+                        published.send_modify(|n| *n += 1);
+                    }
+                    () = &mut shutdown => return Ok(()),
+                }
+            }
         }
     }
 
@@ -541,6 +572,7 @@ impl<S: Backend> System<S> {
                 inner: TopicBus::new(self.store.clone(), EVENTS),
                 published: self.published.clone(),
                 log: self.log.clone(),
+                documents: self.documents.clone(),
             },
             self.clock.clone(),
         ));
@@ -580,6 +612,7 @@ impl<S: Backend> System<S> {
             ));
         }
         tasks.spawn(self.refresh_generations(stopped()));
+        tasks.spawn(self.follow_publications_elsewhere(stopped()));
 
         shutdown.await;
         let _ = stop.send(true);

@@ -630,3 +630,51 @@ async fn on_postgres_the_documents_keep_room_to_be_rewritten_in_place() {
     .unwrap();
     assert_eq!(options, ["fillfactor=50"]);
 }
+
+/// A publisher's announcement reaches the other processes that listen, and not its own
+/// (whose projections it woke already), nor those of another schema.
+#[tokio::test]
+async fn on_postgres_the_other_processes_hear_that_events_were_published() {
+    let Some((url, schema)) = postgres().await else {
+        return;
+    };
+    let wait = std::time::Duration::from_secs(10);
+    let publisher = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let worker = Documents::connect_postgres(&url, &schema).await.unwrap();
+    let (_, another) = postgres().await.unwrap();
+    let other_schema = Documents::connect_postgres(&url, &another).await.unwrap();
+    let (mut own, mut elsewhere, unrelated) = (
+        publisher.publications_elsewhere(),
+        worker.publications_elsewhere(),
+        other_schema.publications_elsewhere(),
+    );
+    let mut commits = publisher.commits();
+    commits.borrow_and_update();
+
+    publisher.announce_published();
+    tokio::time::timeout(wait, elsewhere.changed())
+        .await
+        .expect("the other worker hears of it")
+        .unwrap();
+    // A commit announced after it: once the publisher hears of that, it has heard its own
+    // announcement too (a listener hears them in order).
+    worker.put("fence", "1", row("fence", "f")).await.unwrap();
+    tokio::time::timeout(wait, commits.changed())
+        .await
+        .expect("the publisher hears of the commit")
+        .unwrap();
+    assert!(
+        !own.has_changed().unwrap(),
+        "the publisher does not count its own"
+    );
+
+    worker.announce_published();
+    tokio::time::timeout(wait, own.changed())
+        .await
+        .expect("the publisher hears the worker's")
+        .unwrap();
+    assert!(
+        !unrelated.has_changed().unwrap(),
+        "another schema's publications are not its"
+    );
+}

@@ -37,6 +37,9 @@ pub(super) struct Changes {
     /// Documents read, as the database held them after every commit known to have written
     /// them; `None` where not every commit is announced (SQLite).
     cached: Option<Mutex<Cached>>,
+    /// Bumped when the publisher of another process (on PostgreSQL) announced that it
+    /// published events.
+    published_elsewhere: watch::Sender<u64>,
 }
 
 impl Default for Changes {
@@ -46,6 +49,7 @@ impl Default for Changes {
             checkpoints: RwLock::default(),
             watched: DashMap::new(),
             cached: None,
+            published_elsewhere: watch::channel(0).0,
         }
     }
 }
@@ -167,6 +171,15 @@ fn watch_key(model: &str, key: &str) -> String {
 impl Changes {
     pub(super) fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
+    }
+
+    pub(super) fn publications_elsewhere(&self) -> watch::Receiver<u64> {
+        self.published_elsewhere.subscribe()
+    }
+
+    /// Another process's publisher announced that it published events.
+    pub(super) fn published_elsewhere(&self) {
+        self.published_elsewhere.send_modify(|n| *n += 1);
     }
 
     pub(super) fn checkpoint(&self, name: &str) -> Option<u64> {

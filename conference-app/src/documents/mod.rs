@@ -432,6 +432,22 @@ impl Documents {
         self.changes.commits()
     }
 
+    /// Tells the other processes that this process's publisher published events (on
+    /// PostgreSQL; SQLite has one process). They hear of it soon after, once a round with the
+    /// projections' progress of the moment (best effort: they also poll). A projection runs in
+    /// whichever worker holds its lease, often not the publisher's.
+    pub fn announce_published(&self) {
+        if let Db::Postgres(db) = &self.db {
+            db.announce_published();
+        }
+    }
+
+    /// A receiver that changes whenever another process's publisher announces that it published
+    /// events ([`announce_published`](Self::announce_published)); never without listening.
+    pub fn publications_elsewhere(&self) -> watch::Receiver<u64> {
+        self.changes.publications_elsewhere()
+    }
+
     /// Watches the document `key` of each of `models`: the watch changes when a commit writes
     /// one of them (a generation's commit counts for its model).
     pub fn watch(&self, models: &[&str], key: &str) -> DocumentWatch {

@@ -88,6 +88,10 @@ const KEPT_CONNECTIONS: usize = 5;
 /// The channel on which commits are announced to every process (payload: an
 /// [`Announcement`]).
 const COMMITS_CHANNEL: &str = "conference_read_models";
+/// The channel on which publishers announce that they published events (payload: the schema
+/// and the announcing process's token, a line each), so that the projections of every worker
+/// catch up at once.
+const PUBLISHED_CHANNEL: &str = "conference_published";
 /// How long the progress of a round of pages that wrote nothing gathers before it is
 /// announced. The six projections, woken together by a publish, mostly announce together; one
 /// by one, their announcements were as many statements as the commits of every page that wrote.
@@ -106,6 +110,8 @@ pub(super) struct PostgresDocuments {
     /// Connections of `pool` kept between the reads, the commits and the checkpoint reads.
     kept: KeptConnections,
     schema: Arc<str>,
+    /// This process's token in its publication announcements, to tell its own from the others'.
+    process: Arc<str>,
     gets: Coalescer<Read, Option<Row>>,
     finds: [Coalescer<Read, Vec<(String, Row)>>; 2],
     /// Announces the progress of projections whose pages wrote nothing.
@@ -160,21 +166,41 @@ impl PostgresDocuments {
             pool,
             kept,
             schema,
+            process: uuid::Uuid::now_v7().simple().to_string().into(),
             gets,
             finds,
             progress,
         })
     }
 
-    /// Tells `changes` of the commits the other processes announce, from a task of its own
-    /// that listens for as long as the process runs (and reconnects when the connection drops).
+    /// Tells `changes` of the commits and publications the other processes announce, from a task
+    /// of its own that listens for as long as the process runs (and reconnects when the
+    /// connection drops).
     pub(super) async fn listen(&self, changes: Arc<Changes>) -> Result<()> {
         let mut listener = PgListener::connect_with(&self.pool).await.map_err(db_error)?;
-        listener.listen(COMMITS_CHANNEL).await.map_err(db_error)?;
+        listener
+            .listen_all([COMMITS_CHANNEL, PUBLISHED_CHANNEL])
+            .await
+            .map_err(db_error)?;
         let schema = Arc::clone(&self.schema);
+        let process = Arc::clone(&self.process);
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
+                    Ok(notification) if notification.channel() == PUBLISHED_CHANNEL => {
+                        // Another process's, of this schema: this process's own woke its
+                        // projections already.
+                        if notification.payload().split_once('\n') == Some((&*schema, &*process)) {
+                            continue;
+                        }
+                        if notification
+                            .payload()
+                            .split_once('\n')
+                            .is_some_and(|(s, _)| s == &*schema)
+                        {
+                            changes.published_elsewhere();
+                        }
+                    }
                     Ok(notification) => {
                         if let Some(announcement) = Announcement::read(notification.payload(), &schema) {
                             changes.committed_elsewhere(&announcement);
@@ -318,6 +344,13 @@ impl PostgresDocuments {
     pub(super) fn announce_applied(&self, checkpoint: &str, position: u64) {
         let announcement = Announcement::write(&self.schema, Some((checkpoint, position)), []);
         self.progress.notify(COMMITS_CHANNEL, checkpoint, announcement);
+    }
+
+    /// Announces, soon, that a publisher of this process published events: once a round, with
+    /// the projections' progress of the moment.
+    pub(super) fn announce_published(&self) {
+        let payload = format!("{}\n{}", self.schema, self.process);
+        self.progress.notify(PUBLISHED_CHANNEL, "published", payload);
     }
 
     /// The stored position of checkpoint `name`.
