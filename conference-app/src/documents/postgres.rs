@@ -190,13 +190,9 @@ impl PostgresDocuments {
                     Ok(notification) if notification.channel() == PUBLISHED_CHANNEL => {
                         // Another process's, of this schema: this process's own woke its
                         // projections already.
-                        if notification.payload().split_once('\n') == Some((&*schema, &*process)) {
-                            continue;
-                        }
-                        if notification
-                            .payload()
-                            .split_once('\n')
-                            .is_some_and(|(s, _)| s == &*schema)
+                        if let Some((of, by)) = notification.payload().split_once('\n')
+                            && of == &*schema
+                            && by != &*process
                         {
                             changes.published_elsewhere();
                         }
