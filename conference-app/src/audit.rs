@@ -54,7 +54,8 @@ pub struct AuditReport {
     pub late_payments: usize,
     /// Every broken invariant, in words.
     pub violations: Vec<String>,
-    /// Seat types whose view has not caught up with the log (not a violation).
+    /// Seat types whose view is at another version than the log as the audit read it (not a
+    /// violation): catching up, or already showing a change appended since.
     pub lagging_views: usize,
     /// Confirmations and payments younger than the grace period, not checked yet.
     pub in_flight: usize,
@@ -101,7 +102,7 @@ impl fmt::Display for AuditReport {
         if self.lagging_views > 0 {
             writeln!(
                 f,
-                "{} seat views still catching up (not checked)",
+                "{} seat views at another version than the log read (not checked)",
                 self.lagging_views
             )?;
         }
@@ -248,7 +249,10 @@ pub async fn audit(
             }
             let changed_at = seats.changed_at.get(seat_type).copied().unwrap_or(-1);
             match view.iter().find(|row| row.id == *seat_type) {
-                Some(row) if row.seats_availability_version >= changed_at => {
+                // The view shows the log as this audit read it. A view at a later version took
+                // a change appended since (the log is read first), and one at an earlier version
+                // has not caught up: neither is compared.
+                Some(row) if row.seats_availability_version == changed_at => {
                     if i64::from(row.available_quantity) != count.available {
                         report.violations.push(format!(
                             "seat type {seat_type}: the view shows {} seats left, the log {}",

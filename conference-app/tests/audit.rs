@@ -120,3 +120,53 @@ async fn follow_ups_are_checked_after_the_grace_period() {
         "payment {payment} of expired order {expired} is not flagged"
     )));
 }
+
+/// A seat view is compared with the log only at the version the audit read: one behind has not
+/// caught up, and one ahead shows a change appended after the audit read the log (the orders
+/// flowing meanwhile); neither is a violation. At the same version, a difference is one.
+#[tokio::test]
+async fn a_seat_view_is_compared_at_the_version_the_audit_read() {
+    use conference_domain::read_model::{ConferenceViewStore, SeatTypeView};
+    let log = log().await;
+    let (conference, seat_type) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut availability = Root::<SeatsAvailability>::new(conference);
+    availability.record(AvailableSeatsChanged {
+        seats: vec![SeatQuantity::new(seat_type, 10)],
+    });
+    Repository::new(log.store.clone())
+        .save(&mut availability, None::<String>)
+        .await
+        .unwrap();
+    let view = |available: i32, version: i64| SeatTypeView {
+        id: seat_type,
+        conference_id: conference,
+        name: "General".into(),
+        description: String::new(),
+        price: Money::from(100),
+        quantity: 10,
+        available_quantity: available,
+        seats_availability_version: version,
+    };
+    let audited = async |available: i32, version: i64| {
+        log.documents
+            .save_seat_types(vec![view(available, version)])
+            .await
+            .unwrap();
+        audit(&log.store, &log.documents, log.clock.now()).await.unwrap()
+    };
+
+    let report = audited(10, 0).await;
+    assert!(report.is_clean() && report.lagging_views == 0, "{report}");
+    let report = audited(9, 1).await;
+    assert!(report.is_clean(), "a view ahead of the audit's reading: {report}");
+    assert_eq!(report.lagging_views, 1);
+    let report = audited(10, -1).await;
+    assert!(report.is_clean(), "a view behind: {report}");
+    assert_eq!(report.lagging_views, 1);
+    let report = audited(9, 0).await;
+    assert_eq!(report.violations.len(), 1, "{report}");
+    assert!(
+        report.violations[0].contains("the view shows 9 seats left, the log 10"),
+        "{report}"
+    );
+}
