@@ -61,6 +61,23 @@ async fn count(store: &PgStore, sql: &str) -> i64 {
         .unwrap()
 }
 
+/// Marks a whole pass published; then the outbox answers nothing and holds no row.
+async fn publish_all(store: &PgStore, pass: &[StoredEvent]) {
+    store
+        .mark_events_published(&pass.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(
+        store.unpublished(100).await.unwrap().is_empty(),
+        "nothing left to publish"
+    );
+    assert_eq!(
+        count(store, "SELECT count(*) FROM cqrs_outbox").await,
+        0,
+        "every row gone"
+    );
+}
+
 async fn position(store: &PgStore) -> i64 {
     count(store, "SELECT position FROM cqrs_outbox_position").await
 }
@@ -130,12 +147,7 @@ async fn a_pass_moves_the_position_and_holds_back_only_what_it_did_not_publish()
     );
 
     let rest = store.unpublished(100).await.unwrap();
-    store
-        .mark_events_published(&rest.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert!(store.unpublished(100).await.unwrap().is_empty());
-    assert_eq!(count(&store, "SELECT count(*) FROM cqrs_outbox").await, 0);
+    publish_all(&store, &rest).await;
     assert_eq!(position(&store).await, rest[1].position as i64);
 }
 
@@ -188,12 +200,7 @@ async fn the_position_never_passes_an_event_that_commits_late() {
         ],
         "the late commit first, by its position"
     );
-    store
-        .mark_events_published(&pass.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert!(store.unpublished(100).await.unwrap().is_empty());
-    assert_eq!(count(&store, "SELECT count(*) FROM cqrs_outbox").await, 0);
+    publish_all(&store, &pass).await;
 }
 
 /// A database of the schema before the position: its outbox rows are the unpublished events,
@@ -242,16 +249,7 @@ async fn what_the_earlier_schema_left_unpublished_is_published_after_the_upgrade
         [("a".into(), 2), ("a".into(), 3), ("b".into(), 0)],
         "b0 once"
     );
-    store
-        .mark_events_published(&pass.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert!(store.unpublished(100).await.unwrap().is_empty());
-    assert_eq!(
-        count(&store, "SELECT count(*) FROM cqrs_outbox").await,
-        0,
-        "every row gone"
-    );
+    publish_all(&store, &pass).await;
 }
 
 /// Two publishers at once (a lease lost and taken over, say) while eight writers append, and

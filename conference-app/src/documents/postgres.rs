@@ -110,8 +110,9 @@ pub(super) struct PostgresDocuments {
     /// Connections of `pool` kept between the reads, the commits and the checkpoint reads.
     kept: KeptConnections,
     schema: Arc<str>,
-    /// This process's token in its publication announcements, to tell its own from the others'.
-    process: Arc<str>,
+    /// This process's publication announcement: the schema, then a token of this process, so
+    /// that its listener tells its own from the others'.
+    published: Arc<str>,
     gets: Coalescer<Read, Option<Row>>,
     finds: [Coalescer<Read, Vec<(String, Row)>>; 2],
     /// Announces the progress of projections whose pages wrote nothing.
@@ -160,13 +161,14 @@ impl PostgresDocuments {
                 find_many(kept.clone(), sql, reads)
             })
         });
+        let published = format!("{schema}\n{}", uuid::Uuid::now_v7().simple()).into();
         let schema: Arc<str> = schema.into();
         let progress = PgNotifier::start(kept.clone(), PROGRESS_GATHER);
         Ok(Self {
             pool,
             kept,
             schema,
-            process: uuid::Uuid::now_v7().simple().to_string().into(),
+            published,
             gets,
             finds,
             progress,
@@ -183,16 +185,15 @@ impl PostgresDocuments {
             .await
             .map_err(db_error)?;
         let schema = Arc::clone(&self.schema);
-        let process = Arc::clone(&self.process);
+        let own = Arc::clone(&self.published);
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
                     Ok(notification) if notification.channel() == PUBLISHED_CHANNEL => {
                         // Another process's, of this schema: this process's own woke its
                         // projections already.
-                        if let Some((of, by)) = notification.payload().split_once('\n')
-                            && of == &*schema
-                            && by != &*process
+                        let payload = notification.payload();
+                        if payload != &*own && payload.split_once('\n').is_some_and(|(of, _)| of == &*schema)
                         {
                             changes.published_elsewhere();
                         }
@@ -345,8 +346,8 @@ impl PostgresDocuments {
     /// Announces, soon, that a publisher of this process published events: once a round, with
     /// the projections' progress of the moment.
     pub(super) fn announce_published(&self) {
-        let payload = format!("{}\n{}", self.schema, self.process);
-        self.progress.notify(PUBLISHED_CHANNEL, "published", payload);
+        self.progress
+            .notify(PUBLISHED_CHANNEL, "published", self.published.to_string());
     }
 
     /// The stored position of checkpoint `name`.

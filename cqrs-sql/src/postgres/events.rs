@@ -277,7 +277,8 @@ impl WaitingEvents {
     /// How long after the last pass to look again without a notification, if at all.
     fn next_look(&self) -> Option<Duration> {
         let passes = self.passes.load(Ordering::Relaxed);
-        (passes > 0).then(|| (Self::FIRST * (1 << (passes - 1).min(8))).min(Self::LONGEST))
+        let doubled = |passes: u32| 1u32.checked_shl(passes - 1).unwrap_or(u32::MAX);
+        (passes > 0).then(|| Self::FIRST.saturating_mul(doubled(passes)).min(Self::LONGEST))
     }
 }
 
